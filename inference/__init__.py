@@ -1,0 +1,1 @@
+"""`pipeline.py infer`: both heads on the test photos, blended into submission.csv, plus an OOF report."""

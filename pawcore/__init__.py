@@ -1,0 +1,1 @@
+"""Code shared by every stage: reading and validating data, folds, images, artifacts and their manifests."""

@@ -1,0 +1,63 @@
+"""Cross-validation folds: made once per run as `folds.csv` (Id, fold) and read by every later stage.
+
+Stratified on the *binned* target (quantile bins), never on the raw 1..100 score: with ~100 distinct
+values many would have fewer members than folds and StratifiedKFold would warn and mis-balance.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from .artifacts import write_csv
+from .data import ID_COL, TARGET_COL
+from .errors import ArtifactError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def target_bins(target: np.ndarray, n_folds: int) -> np.ndarray:
+    """Quantile bins with at least ~2 x n_folds rows each (at most 10 bins)."""
+    n_bins = int(np.clip(len(target) // (2 * n_folds), 1, 10))
+    return pd.qcut(pd.Series(target).rank(method="first"), q=n_bins, labels=False).to_numpy()
+
+
+def make_folds(train: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    if n_folds < 2:
+        raise ConfigError(f"--n-folds {n_folds}: need at least 2 folds for out-of-fold predictions.")
+    if len(train) < 2 * n_folds:
+        raise ConfigError(f"--n-folds {n_folds} needs at least {2 * n_folds} training rows; got {len(train)}. "
+                          f"Use fewer folds or more data.")
+    fold = np.full(len(train), -1, dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    bins = target_bins(train[TARGET_COL].to_numpy(), n_folds)
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(train)), bins)):
+        fold[val_idx] = k
+    return pd.DataFrame({ID_COL: train[ID_COL].to_numpy(), "fold": fold})
+
+
+def load_or_make_folds(path: Path, train: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
+    """Read `folds.csv` if the run has one (checking it still fits train.csv), else make and save it."""
+    if path.is_file():
+        folds = pd.read_csv(path, dtype={ID_COL: str})
+        if set(folds[ID_COL]) != set(train[ID_COL]) or len(folds) != len(train):
+            raise ArtifactError(f"{path} was made for a different train.csv (Ids differ). Use a new --run, "
+                                f"or delete {path} to re-split (every stage of this run must then be re-run).")
+        found = int(folds["fold"].max()) + 1
+        if found != n_folds:
+            raise ArtifactError(f"{path} has {found} folds but --n-folds is {n_folds}. Pass --n-folds {found}, "
+                                f"or use a new --run.")
+        return folds
+    folds = make_folds(train, n_folds, seed)
+    write_csv(path, folds)
+    log.info("Wrote %s (%d folds, seed %d)", path, n_folds, seed)
+    return folds
+
+
+def read_folds(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found; run `python pipeline.py train-backbone` first.")
+    return pd.read_csv(path, dtype={ID_COL: str})

@@ -1,0 +1,91 @@
+"""Decode each photo once: RGB, EXIF-upright, squashed to size x size, cached as a uint8 .npy memmap.
+
+Every stage (all folds, every epoch, embeddings, infer) reads the same cache, so a photo is decoded
+once per (split, size). The cache file name carries a key made of the files' names, sizes and
+modification times and the resize settings: change any and a new cache is built.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .artifacts import atomic_path, sha256_text
+from .errors import DataError
+from .progress import progress
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when decoding/resizing changes, so old caches are not reused
+
+
+def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Decode an image file as an upright RGB uint8 array, whatever its mode (L, RGBA, CMYK, 16-bit, P).
+
+    With `size`, JPEGs are decoded at a reduced DCT scale no smaller than size x size (libjpeg's draft
+    mode: much faster for big photos) and the result is resized to exactly size x size with INTER_AREA.
+    """
+    with Image.open(path) as img:
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img = ImageOps.exif_transpose(img)
+        if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+            # 16-bit and float greyscale: scale to 8 bits instead of clipping everything to white.
+            arr = np.asarray(img, dtype=np.float32)
+            arr = arr * (255.0 / max(float(arr.max()), 1.0))
+            img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
+        rgb = np.asarray(img.convert("RGB"))
+    if size is not None and rgb.shape[:2] != (size, size):
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def cache_key(paths: Sequence[Path], size: int) -> str:
+    parts = [f"v{CACHE_VERSION}", f"size={size}"]
+    for p in paths:
+        st = os.stat(p)
+        parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+    return sha256_text("\n".join(parts))[:16]
+
+
+def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name: str,
+                  workers: int | None = None) -> np.ndarray:
+    """Return an (N, size, size, 3) uint8 array of the images, building the cache file if needed.
+
+    Every file is decoded before anything is written; all files that fail are reported together.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"images-{name}-{size}px-{cache_key(paths, size)}.npy"
+    if path.is_file():
+        log.info("Image cache hit: %s", path)
+        return np.load(path, mmap_mode="r")
+
+    log.info("Decoding %d images to %dx%d into %s", len(paths), size, size, path)
+    errors: list[str] = []
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+
+        def decode(i: int) -> None:
+            try:
+                out[i] = load_rgb(paths[i], size)
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+                errors.append(f"{paths[i]}: cannot be decoded as an image ({type(e).__name__}: {e}); "
+                              f"replace the file or remove its row.")
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for _ in progress(pool.map(decode, range(len(paths))), desc=f"decode {name}", total=len(paths)):
+                pass
+        out.flush()
+        del out
+        if errors:
+            errors.sort()
+            shown = "\n  ".join(errors[:30])
+            more = f"\n  ... and {len(errors) - 30} more" if len(errors) > 30 else ""
+            raise DataError(f"{len(errors)} image(s) could not be decoded:\n  {shown}{more}")
+    return np.load(path, mmap_mode="r")

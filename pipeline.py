@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Pawpularity pipeline CLI: parses arguments and dispatches to the stage packages.
+
+    python pipeline.py demo                                   # generated data, all three stages
+    python pipeline.py train-backbone --data-dir D [--run R]  # stage 1: fine-tune one model per fold
+    python pipeline.py fit-svr [--run R]                      # stage 2: SVR per fold on frozen embeddings
+    python pipeline.py infer --data-dir D --blend 0.5         # blend both heads -> submission.csv
+
+Every command takes --config x.yaml (defaults; the command line wins) and --help.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+
+def _train_backbone(args: argparse.Namespace) -> None:
+    from stage1_backbone.config import TrainConfig
+    from stage1_backbone.train import train_backbone
+    from pawcore.config import resolve_config
+
+    train_backbone(resolve_config(TrainConfig, args))
+
+
+def _fit_svr(args: argparse.Namespace) -> None:
+    from pawcore.config import resolve_config
+    from stage2_svr.config import SVRConfig
+    from stage2_svr.fit import fit_svr
+
+    fit_svr(resolve_config(SVRConfig, args))
+
+
+def _infer(args: argparse.Namespace) -> None:
+    from inference.config import InferConfig
+    from inference.infer import infer
+    from pawcore.config import resolve_config
+
+    infer(resolve_config(InferConfig, args))
+
+
+def _make_demo_data(args: argparse.Namespace) -> None:
+    from pawcore.synthetic import make_dataset
+
+    out = make_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    print(f"Wrote a generated dataset to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pawcore.config import add_config_arguments
+    from stage1_backbone.config import TrainConfig
+    from stage2_svr.config import SVRConfig
+    from inference.config import InferConfig
+
+    parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-backbone", help="Stage 1: fine-tune a timm backbone per fold (BCE head).")
+    add_config_arguments(p, TrainConfig)
+    p.set_defaults(func=_train_backbone)
+
+    p = sub.add_parser("fit-svr", help="Stage 2: fit an SVR per fold on frozen embeddings of stage 1's backbones.")
+    add_config_arguments(p, SVRConfig)
+    p.set_defaults(func=_fit_svr)
+
+    p = sub.add_parser("infer", help="Blend both heads of every fold on the test photos -> submission.csv.",
+                       description="final = blend x NN + (1 - blend) x SVR, clipped to [1, 100].")
+    add_config_arguments(p, InferConfig)
+    p.set_defaults(func=_infer)
+
+    p = sub.add_parser("make-demo-data", help="Write a small generated dataset in the Kaggle layout.")
+    p.add_argument("--out", default="artifacts/demo-data")
+    p.add_argument("--n-train", type=int, default=240)
+    p.add_argument("--n-test", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_make_demo_data)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    import pytorch_lightning  # noqa: F401  (it sets its own loggers to INFO on import; override after)
+
+    for name in ("pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch", "sklearnex"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    _quiet_libraries()
+    from pawcore.errors import PipelineError
+
+    try:
+        args.func(args)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Stage-1 settings. Saved resolved beside each fold, so later stages rebuild the model from it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pawcore.config import option
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = option("", "Competition layout: train.csv, train/<Id>.jpg (test.* used by infer).")
+    artifacts_dir: str = option("artifacts", "Root of all outputs.")
+    run: str = option("default", "Run name: outputs go to <artifacts-dir>/<run>/.")
+    backbone: str = option("tf_efficientnet_lite0", "Any timm model name.")
+    pretrained: str = option("auto", "Where ImageNet weights come from: auto = installed package for "
+                             "tf_efficientnet_lite0 (else error), none = random init, hub = allow a download.",
+                             choices=("auto", "none", "hub"))
+    pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.")
+    img_size: int = option(224, "Square input size in pixels.")
+    n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).")
+    folds: str = option("", "Train only these folds, e.g. '0,2' (default: all).")
+    seed: int = option(42, "Seed for folds, init, augmentation and data order.")
+    epochs: int = option(5, "Maximum epochs per fold.")
+    batch_size: int = option(32, "Batch size.")
+    lr: float = option(3e-4, "Peak AdamW learning rate (after warm-up).")
+    weight_decay: float = option(1e-2, "AdamW weight decay.")
+    warmup_epochs: float = option(0.5, "Linear warm-up length in epochs, then cosine decay to 0.")
+    patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops.")
+    use_meta: bool = option(False, "Feed the 12 metadata flags of train.csv to the head.")
+    num_workers: int = option(2, "DataLoader worker processes.")
+    accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...")
+    devices: str = option("auto", "Lightning devices: auto, 1, 2, '0,1', ...")
+    precision: str = option("auto", "auto = bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on CPU.")

@@ -1,0 +1,48 @@
+"""Rows of the decoded-image cache as uint8 tensors; albumentations augmentations for training only.
+
+Normalisation is not done here but on the device, inside the model (model.Preprocess): uint8 batches
+are 4x smaller to move, and mean/std come from the backbone's own timm config, so every stage
+preprocesses identically.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+def train_augmentations(seed: int) -> A.Compose:
+    # Mild geometry: the target depends on how big the pet is in the frame, so no big zooms or crops.
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.95, 1.05), translate_percent=(-0.05, 0.05), rotate=(-10, 10), p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+        A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=15, val_shift_limit=0, p=0.3),
+    ], seed=seed)  # albumentations keeps its own RNG: seed it, or runs differ
+
+
+class CachedImages(Dataset):
+    """Item i -> {"image": uint8 CxHxW, "target": float, "meta": float vector (empty without metadata)}."""
+
+    def __init__(self, pixels: np.ndarray, rows: np.ndarray, targets: np.ndarray | None = None,
+                 meta: np.ndarray | None = None, augment: A.Compose | None = None):
+        self.pixels, self.rows, self.augment = pixels, np.asarray(rows), augment
+        self.targets = targets
+        self.meta = meta
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = int(self.rows[i])
+        image = np.array(self.pixels[row])  # a writable copy out of the read-only memmap
+        if self.augment is not None:
+            image = self.augment(image=image)["image"]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+            "target": torch.tensor(float(self.targets[row]) if self.targets is not None else float("nan")),
+            "meta": torch.from_numpy(self.meta[row]) if self.meta is not None else torch.zeros(0),
+        }

@@ -1,0 +1,46 @@
+"""One eval-mode pass over cached images giving both heads' inputs: embeddings and NN scores."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pawcore.progress import progress
+
+from .dataset import CachedImages
+from .model import PawpularityNet, logits_to_score
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray | None = None,
+                    meta: np.ndarray | None = None, batch_size: int = 64, device: str | torch.device = "auto",
+                    flip: bool = False, num_workers: int = 0, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled embeddings (N, D) float32 and NN scores (N,) on 0..100, as tensors on `device`.
+
+    Eval mode, no augmentation: the same image always gives the same embedding. `flip=True` mirrors
+    every image horizontally (test-time augmentation). On CUDA the pass runs under bf16/fp16 autocast;
+    embeddings are returned as float32.
+    """
+    device = pick_device(device) if isinstance(device, str) else device
+    model = model.eval().to(device)
+    rows = np.arange(len(pixels)) if rows is None else np.asarray(rows)
+    loader = DataLoader(CachedImages(pixels, rows, meta=meta), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    embs, scores = [], []
+    for batch in progress(loader, desc=desc):
+        images = batch["image"].to(device, non_blocking=True)
+        if flip:
+            images = torch.flip(images, dims=[3])
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
+            emb = model.embed(images)
+            logits = model.head_logits(emb, batch["meta"].to(device) if model.n_meta else None)
+        embs.append(emb.float())
+        scores.append(logits_to_score(logits))
+    return torch.cat(embs), torch.cat(scores)
