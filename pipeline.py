@@ -41,6 +41,12 @@ def _infer(args: argparse.Namespace) -> None:
     infer(resolve_config(InferConfig, args))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from inference.demo import run_demo
+
+    run_demo(args.artifacts_dir, args.run, args.data_dir, args.blend)
+
+
 def _make_demo_data(args: argparse.Namespace) -> None:
     from pawcore.synthetic import make_dataset
 
@@ -58,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="Generated data -> train-backbone -> fit-svr -> infer, on CPU in minutes.")
+    p.add_argument("--artifacts-dir", default="artifacts")
+    p.add_argument("--run", default="demo")
+    p.add_argument("--data-dir", default="", help="Real data instead of the generated set (same small settings).")
+    p.add_argument("--blend", default="0.5", help="NN weight of the blend, or 'auto'.")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("train-backbone", help="Stage 1: fine-tune a timm backbone per fold (BCE head).")
     add_config_arguments(p, TrainConfig)

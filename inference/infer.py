@@ -98,7 +98,8 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     with atomic_path(out) as tmp:  # never a partial submission.csv
         submission.to_csv(tmp, index=False)
 
-    table = oof_table(oof, {"NN head": "nn", "SVR head": "svr", f"blend {weight:.2f}": "blend"})
+    table = oof_table(oof, {"NN head": "nn", "SVR head": "svr", f"blend {weight:.2f}": "blend"},
+                      stage1["mean_baseline"])
     report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission)
     print(f"\nOOF RMSE (run {cfg.run!r}, final = {weight:.2f} x NN + {1 - weight:.2f} x SVR, TTA {'on' if cfg.tta else 'off'}):")
     print(format_table(table))

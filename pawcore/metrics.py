@@ -9,23 +9,24 @@ def rmse(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.sqrt(np.mean((pred - target) ** 2)))
 
 
-def mean_baseline_oof(target: np.ndarray, fold: np.ndarray) -> np.ndarray:
-    """Out-of-fold 'predict the mean': each row gets the mean target of the other folds."""
+def fold_baselines(target: np.ndarray, fold: np.ndarray) -> dict[str, float]:
+    """'Predict the mean', out of fold: for fold k, the mean target of all training rows outside fold k.
+
+    Computed from the whole training set (not just the folds trained so far) and kept in the stage-1
+    manifest, so every later table has the same baseline, even without the training data.
+    """
     target, fold = np.asarray(target, np.float64), np.asarray(fold)
-    out = np.empty_like(target)
-    for k in np.unique(fold):
-        out[fold == k] = target[fold != k].mean()
-    return out
+    return {str(k): float(target[fold != k].mean()) for k in np.unique(fold)}
 
 
-def oof_table(oof, heads: dict[str, str]):
+def oof_table(oof, heads: dict[str, str], baselines: dict[str, float]):
     """RMSE per fold and overall for the mean baseline and each head.
 
     `oof` has columns `fold`, `target` and one prediction column per head ({label: column}).
     """
     import pandas as pd
 
-    oof = oof.assign(baseline=mean_baseline_oof(oof["target"].to_numpy(), oof["fold"].to_numpy()))
+    oof = oof.assign(baseline=oof["fold"].astype(str).map(baselines))
     columns = {"mean baseline": "baseline", **heads}
     rows = []
     for fold, part in oof.groupby("fold"):

@@ -77,6 +77,13 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     classifier = model.pretrained_cfg.get("classifier", "classifier")
     state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
+    own = model.state_dict()
+    wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong_shape:
+        raise ConfigError(f"Pretrained weights from {source} do not fit {model.__class__.__name__}: "
+                          f"{len(wrong_shape)} tensors have other shapes (e.g. {wrong_shape[0]}: "
+                          f"{tuple(state[wrong_shape[0]].shape)} vs {tuple(own[wrong_shape[0]].shape)}). "
+                          f"Check that the file is for the same --backbone.")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
         raise ConfigError(f"Pretrained weights from {source} do not fit {model.__class__.__name__}: "

@@ -27,7 +27,7 @@ from pawcore.data import ID_COL, META_COLS, read_split
 from pawcore.errors import ConfigError
 from pawcore.folds import load_or_make_folds
 from pawcore.images import cached_images
-from pawcore.metrics import format_table, oof_table, rmse
+from pawcore.metrics import fold_baselines, format_table, oof_table, rmse
 from pawcore.progress import interactive
 from pawcore.run import RunDir, file_digests, run_dir, write_manifest
 
@@ -61,7 +61,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame:
     for k in folds_to_train:
         train_fold(cfg, run, k, pixels, train.targets(), meta, train.ids, fold_of)
 
-    table = assemble_stage(run, cfg)
+    table = assemble_stage(run, cfg, fold_baselines(train.targets(), fold_of))
     print(f"\nStage 1 OOF RMSE (run {cfg.run!r}, {cfg.backbone}, {cfg.img_size}px):")
     print(format_table(table))
     print(f"Artifacts: {run.stage(STAGE)}\n")
@@ -155,7 +155,7 @@ def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pix
     log.info("fold %d done: best val RMSE %.3f -> %s", k, best_val_rmse, fold_dir)
 
 
-def assemble_stage(run: RunDir, cfg: TrainConfig) -> pd.DataFrame:
+def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -> pd.DataFrame:
     """Combine every finished fold with this run's settings into oof_nn.csv and manifest.json."""
     stage_dir = run.stage(STAGE)
     compat = {key: getattr(cfg, key) for key in COMPAT_KEYS}
@@ -173,6 +173,6 @@ def assemble_stage(run: RunDir, cfg: TrainConfig) -> pd.DataFrame:
     first = read_json(stage_dir / f"fold{next(iter(entries))}" / "config.json")["model"]
     write_manifest(run, STAGE, {
         "folds": entries, "n_folds": cfg.n_folds, "data_dir": str(Path(cfg.data_dir).resolve()), "folds_csv_sha256": sha256_file(run.folds_csv),
-        "oof_nn_sha256": sha256_file(stage_dir / "oof_nn.csv"), "model": first,
+        "oof_nn_sha256": sha256_file(stage_dir / "oof_nn.csv"), "model": first, "mean_baseline": baselines,
     })
-    return oof_table(oof, {"NN head": "pred"})
+    return oof_table(oof, {"NN head": "pred"}, baselines)

@@ -120,7 +120,8 @@ def fit_svr(cfg: SVRConfig) -> pd.DataFrame:
         "oof_svr_sha256": sha256_file(stage_dir / "oof_svr.csv"), "use_meta": cfg.use_meta,
         "standardize": cfg.standardize, "backend": backend,
     })
-    table = oof_table(merge_oof(run), {"NN head": "nn", "SVR head": "svr", "blend 0.5": "blend"})
+    table = oof_table(merge_oof(run), {"NN head": "nn", "SVR head": "svr", "blend 0.5": "blend"},
+                      stage1["mean_baseline"])
     print(f"\nStage 2 OOF RMSE (run {cfg.run!r}, SVR C={cfg.C:g} {cfg.kernel}, backend {backend}):")
     print(format_table(table))
     print(f"Artifacts: {stage_dir}\n")

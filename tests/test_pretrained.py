@@ -1,0 +1,56 @@
+"""The packaged lukemelas weights really are timm's tf_efficientnet_lite0: a real cat photo is a cat."""
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from pawcore.errors import ConfigError
+from stage1_backbone.pretrained import create_backbone, efficientnet_lite0_state_dict
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def test_mapped_weights_classify_chelsea_as_a_cat():
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(efficientnet_lite0_state_dict())
+    model.eval()
+    cfg = timm.data.resolve_model_data_config(model)
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
+    x = timm.data.create_transform(**cfg)(Image.fromarray(skimage_data.chelsea())).unsqueeze(0)
+    with torch.no_grad():
+        top = int(model(x).argmax())
+    assert 281 <= top <= 285, f"ImageNet class {top} is not a domestic cat (281-285)"
+
+
+def test_backbone_gets_the_packaged_weights_by_default():
+    backbone = create_backbone("tf_efficientnet_lite0", "auto")
+    expected = efficientnet_lite0_state_dict()["conv_stem.weight"]
+    assert torch.equal(backbone.state_dict()["conv_stem.weight"], expected)
+    assert backbone.num_features == 1280
+
+
+def test_pretrained_file_round_trip(tmp_path):
+    source = create_backbone("test_efficientnet", "none")
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    loaded = create_backbone("test_efficientnet", "auto", pretrained_file=str(path))
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_pretrained_file_for_another_model_is_refused(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save(create_backbone("test_resnet", "none").state_dict(), path)
+    with pytest.raises(ConfigError, match="do not fit"):
+        create_backbone("test_efficientnet", "auto", pretrained_file=str(path))
+
+
+def test_no_offline_weights_is_a_clear_error_not_a_download():
+    with pytest.raises(ConfigError, match="--pretrained-file"):
+        create_backbone("resnet18", "auto")
+
+
+def test_unknown_backbone_lists_similar_names():
+    with pytest.raises(ConfigError, match="not a timm model"):
+        create_backbone("efficientnet_b99", "none")

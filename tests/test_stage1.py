@@ -1,0 +1,94 @@
+"""Stage 1 end to end on tiny generated data: artifacts, manifest, and a reload that reproduces the OOF."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pawcore.artifacts import sha256_file
+from pawcore.config import parse_folds
+from pawcore.errors import ConfigError
+from pawcore.images import cached_images
+from pawcore.data import read_split
+from pawcore.run import load_manifest, run_dir
+from stage1_backbone.config import TrainConfig
+from stage1_backbone.model import load_fold_model
+from stage1_backbone.predict import embed_and_score
+from stage1_backbone.train import train_backbone
+
+from .conftest import TINY
+
+
+def test_stage1_artifacts_and_manifest(tiny_run, tiny_data):
+    run = run_dir(tiny_run, "default")
+    manifest = load_manifest(run, "stage1")   # also re-checks every file's hash
+    assert sorted(manifest["folds"]) == ["0", "1"]
+    assert manifest["model"]["feature_dim"] == 256 and manifest["model"]["img_size"] == 32
+    oof = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str})
+    train = pd.read_csv(tiny_data / "train.csv", dtype={"Id": str})
+    assert sorted(oof["Id"]) == sorted(train["Id"]) and list(oof.columns) == ["Id", "fold", "target", "pred"]
+    assert oof["pred"].between(0, 100).all()
+    folds = pd.read_csv(run.folds_csv, dtype={"Id": str}).set_index("Id")
+    assert (folds.loc[oof["Id"], "fold"].to_numpy() == oof["fold"].to_numpy()).all()
+    for k in (0, 1):
+        fold_dir = run.fold_dir("stage1", k)
+        epochs = pd.read_csv(fold_dir / "logs" / "metrics.csv").dropna(subset=["val_rmse"])
+        assert len(epochs) == TINY["epochs"]
+        done = json.loads((fold_dir / "done.json").read_text())
+        assert done["val_rmse"] == pytest.approx(epochs["val_rmse"].min(), rel=1e-5)
+        # The OOF file's RMSE is the best epoch's val RMSE: the saved weights are the best epoch's.
+        assert done["oof_rmse"] == pytest.approx(done["val_rmse"], rel=1e-3)
+        assert not (fold_dir / "checkpoints").exists()
+
+
+def test_reload_fold_from_saved_config_reproduces_oof(tiny_run, tiny_data):
+    run = run_dir(tiny_run, "default")
+    config = json.loads((run.fold_dir("stage1", 1) / "config.json").read_text())
+    assert config["train"]["backbone"] == "test_efficientnet"
+    model = load_fold_model(config["model"], run.fold_dir("stage1", 1) / "model.safetensors")
+    train = read_split(tiny_data, "train")
+    pixels = cached_images(train.image_paths, config["model"]["img_size"], run.image_cache, "train")
+    oof = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str}).query("fold == 1")
+    rows = np.array([train.ids.index(i) for i in oof["Id"]])
+    _, scores = embed_and_score(model, pixels, rows, device="cpu")
+    np.testing.assert_allclose(scores.numpy(), oof["pred"].to_numpy(), atol=1e-4)
+
+
+def test_subset_of_folds_and_manifest_of_finished_folds(tiny_data, tmp_path):
+    cfg = TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), **{**TINY, "epochs": 1}, folds="1")
+    table = train_backbone(cfg)
+    run = run_dir(tmp_path, "default")
+    assert sorted(load_manifest(run, "stage1")["folds"]) == ["1"]
+    assert not run.fold_dir("stage1", 0).exists()
+    assert list(table["fold"]) == ["1", "overall"]
+    folds_sha = sha256_file(run.folds_csv)
+    train_backbone(TrainConfig(**{**cfg.__dict__, "folds": "0"}))
+    assert sorted(load_manifest(run, "stage1")["folds"]) == ["0", "1"]
+    assert sha256_file(run.folds_csv) == folds_sha, "folds.csv is made once per run"
+
+
+def test_same_seed_same_oof(tiny_data, tmp_path):
+    cfg = dict(data_dir=str(tiny_data), **{**TINY, "epochs": 1}, folds="0")
+    train_backbone(TrainConfig(artifacts_dir=str(tmp_path / "a"), **cfg))
+    train_backbone(TrainConfig(artifacts_dir=str(tmp_path / "b"), **cfg))
+    a = pd.read_csv(tmp_path / "a/default/stage1/oof_nn.csv")
+    b = pd.read_csv(tmp_path / "b/default/stage1/oof_nn.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_bad_options_fail_before_any_work(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match="not a timm model"):
+        train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), backbone="nope_net"))
+    with pytest.raises(ConfigError, match=r"fold\(s\) \[7\] out of range"):
+        parse_folds("0,7", 5)
+    assert not any(tmp_path.iterdir()), "nothing written for a bad option"
+
+
+def test_use_meta_feeds_the_head(tiny_data, tmp_path):
+    cfg = TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), **{**TINY, "epochs": 1},
+                      folds="0", use_meta=True)
+    train_backbone(cfg)
+    manifest = load_manifest(run_dir(tmp_path, "default"), "stage1")
+    assert manifest["model"]["n_meta"] == 12 and "Near" in manifest["model"]["meta_cols"]

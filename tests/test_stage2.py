@@ -1,0 +1,144 @@
+"""Stage 2: backends agree, embeddings are deterministic and cached by checkpoint, stale stage 1 is refused."""
+from __future__ import annotations
+
+import json
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pawcore.errors import ArtifactError, ConfigError
+from pawcore.run import load_manifest, run_dir
+from stage1_backbone.model import PawpularityNet, load_fold_model
+from stage1_backbone.predict import embed_and_score
+from stage1_backbone.pretrained import create_backbone
+from stage2_svr import embeddings as emb_module
+from stage2_svr.backends import cuml_usable, make_svr, portable, predict_numpy, resolve_backend, sklearnex_usable
+from stage2_svr.config import SVRConfig
+from stage2_svr.fit import fit_svr
+from stage1_backbone.config import TrainConfig
+from stage1_backbone.train import train_backbone
+
+from .conftest import TINY
+
+
+def regression_problem(n=400, d=64, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = np.clip(40 + 12 * X[:, 0] - 8 * X[:, 1] ** 2 + 6 * np.sin(X[:, 2]) + rng.normal(0, 3, n), 1, 100)
+    return X[:300], y[:300], X[300:], y[300:]
+
+
+@pytest.mark.skipif(not sklearnex_usable(), reason="scikit-learn-intelex not installed (pip install -e '.[cpu-fast]')")
+def test_sklearn_and_sklearnex_agree():
+    Xtr, ytr, Xte, yte = regression_problem()
+    preds = {b: predict_numpy(make_svr(b, C=20.0, epsilon=0.1, gamma="scale").fit(Xtr, ytr), Xte)
+             for b in ("sklearn", "sklearnex")}
+    assert np.abs(preds["sklearn"] - preds["sklearnex"]).max() < 0.05   # same solver problem, tolerance 1e-3
+    rmse = {b: float(np.sqrt(np.mean((p - yte) ** 2))) for b, p in preds.items()}
+    assert abs(rmse["sklearn"] - rmse["sklearnex"]) < 0.01
+    assert rmse["sklearn"] < 0.8 * float(np.std(yte)), "the SVR must learn something"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuml_usable(), reason="needs cuML and a CUDA GPU (pip install -e '.[gpu]')")
+def test_cuml_agrees_with_sklearn_and_saves_portably(tmp_path):
+    import cupy
+
+    Xtr, ytr, Xte, _ = regression_problem()
+    ref = predict_numpy(make_svr("sklearn", C=20.0).fit(Xtr, ytr), Xte)
+    gpu = make_svr("cuml", C=20.0).fit(cupy.from_dlpack(torch.from_numpy(Xtr).cuda()), ytr)
+    out = predict_numpy(gpu, cupy.asarray(Xte))
+    assert isinstance(out, np.ndarray) and np.abs(out - ref).max() < 0.5
+    joblib.dump(portable(gpu), tmp_path / "svr.joblib")
+    cpu = joblib.load(tmp_path / "svr.joblib")
+    assert type(cpu).__module__.startswith("sklearn")
+    np.testing.assert_allclose(predict_numpy(cpu, Xte), out, atol=0.5)
+
+
+def test_backend_resolution():
+    assert resolve_backend("sklearn") == "sklearn"
+    assert resolve_backend("auto") in ("cuml", "sklearnex", "sklearn")
+    if not cuml_usable():
+        assert resolve_backend("auto") != "cuml"
+        with pytest.raises(ConfigError, match="needs cuML and a CUDA GPU"):
+            resolve_backend("cuml")
+    with pytest.raises(ConfigError, match="'scale', 'auto' or a positive number"):
+        make_svr("sklearn", gamma="wide")
+
+
+def test_embeddings_have_no_augmentation_or_dropout():
+    torch.manual_seed(0)
+    model = PawpularityNet(create_backbone("test_efficientnet", "none"))
+    model.train()  # embed_and_score must switch to eval itself
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    pixels[2] = pixels[0]  # the same image twice
+    emb, _ = embed_and_score(model, pixels, device="cpu")
+    assert emb.shape == (3, 256)
+    assert torch.equal(emb[0], emb[2])
+    again, _ = embed_and_score(model, pixels, device="cpu")
+    assert torch.equal(emb, again)
+    flipped, _ = embed_and_score(model, pixels, device="cpu", flip=True)
+    assert not torch.equal(emb, flipped)
+
+
+def test_stage2_artifacts_and_table(tiny_run):
+    run = run_dir(tiny_run, "default")
+    manifest = load_manifest(run, "stage2")
+    assert sorted(manifest["folds"]) == ["0", "1"]
+    oof = pd.read_csv(run.stage("stage2") / "oof_svr.csv", dtype={"Id": str})
+    nn = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str})
+    assert sorted(oof["Id"]) == sorted(nn["Id"]) and oof["pred"].between(1, 100).all()
+    for k in (0, 1):
+        fold = run.fold_dir("stage2", k)
+        svr, scaler = joblib.load(fold / "svr.joblib"), joblib.load(fold / "scaler.joblib")
+        assert hasattr(svr, "support_vectors_") and scaler.mean_.shape == (256,)
+        assert json.loads((fold / "config.json").read_text())["svr"]["C"] == 20.0
+
+
+def test_embedding_cache_reused_then_invalidated(run_copy, monkeypatch):
+    calls = []
+    real = emb_module.embed_and_score
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(emb_module, "embed_and_score", counting)
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", C=3.0))
+    assert calls == [], "a second fit-svr with other SVR settings re-uses the cached embeddings"
+    assert json.loads((run_copy / "default/stage2/fold0/config.json").read_text())["svr"]["C"] == 3.0
+
+    # Re-train fold 0 only (another init seed -> other weights, new hash); fold 1 is untouched.
+    data_dir = json.loads((run_copy / "default/stage1/manifest.json").read_text())["data_dir"]
+    train_backbone(TrainConfig(data_dir=data_dir, artifacts_dir=str(run_copy), **{**TINY, "seed": 8}, folds="0"))
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn"))
+    assert len(calls) == 1, "only the changed checkpoint's embeddings are recomputed"
+
+
+def test_missing_stage1_names_the_command(tmp_path):
+    with pytest.raises(ArtifactError, match="python pipeline.py train-backbone --run default"):
+        fit_svr(SVRConfig(artifacts_dir=str(tmp_path)))
+
+
+def test_changed_stage1_checkpoint_is_refused(run_copy):
+    weights = run_copy / "default/stage1/fold1/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ArtifactError, match=r"fold1/model.safetensors \(fold 1\) changed since .* Run `python pipeline.py train-backbone"):
+        fit_svr(SVRConfig(artifacts_dir=str(run_copy)))
+
+
+def test_incomplete_stage1_is_refused(run_copy):
+    (run_copy / "default/stage1/fold0/model.safetensors").unlink()
+    with pytest.raises(ArtifactError, match="listed in .* but missing"):
+        fit_svr(SVRConfig(artifacts_dir=str(run_copy)))
+
+
+def test_changed_folds_are_refused(run_copy):
+    folds = run_copy / "default/folds.csv"
+    folds.write_text(folds.read_text().replace(",0\n", ",1\n", 1))
+    with pytest.raises(ArtifactError, match="folds.csv changed after stage 1"):
+        fit_svr(SVRConfig(artifacts_dir=str(run_copy)))
