@@ -41,6 +41,17 @@ def _infer(args: argparse.Namespace) -> None:
     infer(resolve_config(InferConfig, args))
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    from pawcore.check import check_data
+
+    problems = check_data(args.data_dir, tuple(args.splits.split(",")), args.use_meta)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.data_dir}:", *problems, sep="\n  ")
+        return 1
+    print(f"{args.data_dir}: OK ({args.splits}: every row valid, every image decodes)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> None:
     from inference.demo import run_demo
 
@@ -71,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="", help="Real data instead of the generated set (same small settings).")
     p.add_argument("--blend", default="0.5", help="NN weight of the blend, or 'auto'.")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("check-data", help="Validate a dataset (CSVs and every image) and list every problem.")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--splits", default="train,test", help="Comma-separated: train, test or both.")
+    p.add_argument("--use-meta", action="store_true", help="Also require the 12 metadata flag columns.")
+    p.set_defaults(func=_check_data)
 
     p = sub.add_parser("train-backbone", help="Stage 1: fine-tune a timm backbone per fold (BCE head).")
     add_config_arguments(p, TrainConfig)
@@ -111,11 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     from pawcore.errors import PipelineError
 
     try:
-        args.func(args)
+        return args.func(args) or 0
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

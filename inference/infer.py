@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 
 from pawcore.artifacts import atomic_path, read_json
-from pawcore.data import ID_COL, read_split
+from pawcore.check import load_split
+from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError, ConfigError
-from pawcore.images import cache_key, cached_images
+from pawcore.images import cache_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.run import RunDir, load_manifest, manifest_digest, run_dir
 from stage1_backbone.model import load_fold_model, logits_to_score
@@ -73,9 +74,8 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     run = run_dir(cfg.artifacts_dir, cfg.run)
     stage1, stage2 = load_stages(run)
     needs_meta = stage1["model"]["n_meta"] > 0 or stage2["use_meta"]
-    test = read_split(cfg.data_dir, "test", require_meta=needs_meta)
     size = stage1["model"]["img_size"]
-    pixels = cached_images(test.image_paths, size, run.image_cache, "test")
+    test, pixels = load_split(cfg.data_dir, "test", size, run.image_cache, require_meta=needs_meta)
     images_key = cache_key(test.image_paths, size)
     meta = test.meta() if needs_meta else None
 

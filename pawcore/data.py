@@ -6,6 +6,7 @@ once, each with the file, the CSV line and the fix.
 """
 from __future__ import annotations
 
+import csv as csv_module
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,71 +67,90 @@ def _problems_in_numeric(frame: pd.DataFrame, col: str, lo: float, hi: float, cs
     return problems
 
 
-def read_split(data_dir: str | Path, split: str, require_meta: bool = False) -> Split:
-    """Read and validate `<split>.csv` and check every row has its image file.
+def scan_split(data_dir: str | Path, split: str, require_meta: bool = False
+               ) -> tuple[pd.DataFrame | None, list[Path], list[str]]:
+    """Read `<split>.csv` and collect every problem in it and in its list of image files.
 
-    Raises DataError listing every problem found (not just the first).
+    Returns (frame, image paths, problems); frame is None when the CSV could not be read at all.
+    Never raises for bad data: `read_split` and `check-data` decide what to do with the problems.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     data_dir = Path(data_dir)
     csv = data_dir / f"{split}.csv"
     if not csv.is_file():
-        raise DataError(f"{csv} not found. --data-dir must hold the competition layout: "
-                        f"train.csv, train/<Id>.jpg, test.csv, test/<Id>.jpg.")
+        return None, [], [f"{csv} not found. --data-dir must hold the competition layout: "
+                          f"train.csv, train/<Id>.jpg, test.csv, test/<Id>.jpg."]
     try:
         # utf-8-sig drops a BOM; pandas handles CRLF. Ids stay strings (hex Ids like '1e10' are not numbers).
-        frame = pd.read_csv(csv, dtype={ID_COL: str}, encoding="utf-8-sig", skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{csv} could not be read as CSV ({e}). Save it as comma-separated UTF-8 "
-                        f"with a header row.") from None
+        frame = pd.read_csv(csv, dtype=str, encoding="utf-8-sig", skipinitialspace=True, keep_default_na=False,
+                            na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, csv_module.Error) as e:
+        return None, [], [f"{csv} could not be read as CSV ({type(e).__name__}: {str(e).strip()[:200]}). "
+                          f"Save it as comma-separated UTF-8 with a header row."]
     frame.columns = [str(c).strip() for c in frame.columns]
+    problems: list[str] = []
+    duplicated_cols = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if duplicated_cols:
+        return None, [], [f"{csv}: column(s) {duplicated_cols} appear more than once; keep one of each."]
 
     required = [ID_COL] + ([TARGET_COL] if split == "train" else []) + (META_COLS if require_meta else [])
     missing = [c for c in required if c not in frame.columns]
     if missing:
         hint = " (or run without --use-meta)" if set(missing) & set(META_COLS) else ""
-        raise DataError(f"{csv}: missing column(s) {missing}; found {list(frame.columns)}. "
-                        f"Rename or add them{hint}.")
+        return None, [], [f"{csv}: missing column(s) {missing}; found {list(frame.columns)}. "
+                          f"Rename or add them{hint}."]
     if frame.empty:
-        raise DataError(f"{csv} has a header but no rows; it needs at least one image row.")
+        return None, [], [f"{csv} has a header but no rows; it needs at least one image row."]
+    extra = [c for c in frame.columns if c not in [ID_COL, TARGET_COL, *META_COLS]]
+    if extra:
+        log.warning("%s: ignoring column(s) %s (known: Id, Pawpularity and the 12 metadata flags).", csv, extra)
 
-    problems: list[str] = []
     ids = frame[ID_COL]
-    for i in np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy()):
+    for i in np.flatnonzero(ids.isna().to_numpy() | (ids.fillna("").str.strip() == "").to_numpy()):
         problems.append(f"{csv} line {_line(i)}: empty Id; every row needs the image's file name stem.")
-    frame[ID_COL] = ids.astype(str).str.strip()
-    dup = frame[ID_COL].duplicated(keep="first").to_numpy()
+    frame[ID_COL] = ids.fillna("").str.strip()
+    for i in np.flatnonzero(frame[ID_COL].str.contains(r"[/\\\x00]|^\.\.?$", regex=True).to_numpy()):
+        problems.append(f"{csv} line {_line(i)}: Id {frame[ID_COL].iat[i]!r} is not a file name stem; "
+                        f"use the image's name without folder or .jpg.")
+    dup = frame[ID_COL].duplicated(keep="first").to_numpy() & (frame[ID_COL] != "").to_numpy()
     for i in np.flatnonzero(dup):
         first = int(np.flatnonzero((frame[ID_COL] == frame[ID_COL].iat[i]).to_numpy())[0])
         problems.append(f"{csv} line {_line(i)}: duplicate Id {frame[ID_COL].iat[i]!r} (first on line "
                         f"{_line(first)}); keep one row per image.")
     if split == "train":
         problems += _problems_in_numeric(frame, TARGET_COL, 1, 100, csv)
-    meta_present = [c for c in META_COLS if c in frame.columns]
-    for col in meta_present:
+    for col in [c for c in META_COLS if c in frame.columns]:
         problems += _problems_in_numeric(frame, col, 0, 1, csv)
 
     image_dir = data_dir / split
     paths = [image_dir / f"{i}.jpg" for i in frame[ID_COL]]
     for i, path in enumerate(paths):
-        if not path.is_file():
+        if frame[ID_COL].iat[i] and not path.is_file():
             problems.append(f"{csv} line {_line(i)}: image {path} not found; add the file or remove the row.")
+    if not problems:
+        for col in [TARGET_COL, *META_COLS]:
+            if col in frame.columns:
+                frame[col] = pd.to_numeric(frame[col]).astype(np.float32)
+        _warn_orphans(image_dir, set(frame[ID_COL]))
+    return frame.reset_index(drop=True), paths, problems
+
+
+def read_split(data_dir: str | Path, split: str, require_meta: bool = False) -> Split:
+    """Read and validate `<split>.csv` and check every row has its image file.
+
+    Raises DataError listing every problem found (not just the first).
+    """
+    frame, paths, problems = scan_split(data_dir, split, require_meta)
     if problems:
-        raise DataError(_summarise(problems, csv))
-
-    if split == "train":
-        frame[TARGET_COL] = pd.to_numeric(frame[TARGET_COL]).astype(np.float32)
-    for col in meta_present:
-        frame[col] = pd.to_numeric(frame[col]).astype(np.float32)
-    _warn_orphans(image_dir, set(frame[ID_COL]))
-    return Split(split, frame.reset_index(drop=True), paths)
+        raise DataError(summarise(problems, f"{Path(data_dir) / split}.csv and its images"), problems)
+    return Split(split, frame, paths)
 
 
-def _summarise(problems: list[str], csv: Path, limit: int = 30) -> str:
+def summarise(problems: list[str], where: str, limit: int = 30) -> str:
     shown = "\n  ".join(problems[:limit])
     more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-    return f"{len(problems)} problem(s) in {csv} and its images:\n  {shown}{more}"
+    return f"{len(problems)} problem(s) in {where}:\n  {shown}{more}"
 
 
 def _warn_orphans(image_dir: Path, ids: set[str]) -> None:

@@ -10,7 +10,11 @@ class ConfigError(PipelineError):
 
 
 class DataError(PipelineError):
-    """A problem in the input data (CSV rows, image files)."""
+    """Problems in the input data (CSV rows, image files); `problems` holds each one's message."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 class ArtifactError(PipelineError):

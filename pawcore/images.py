@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .artifacts import atomic_path, sha256_text
+from .data import summarise
 from .errors import DataError
 from .progress import progress
 
@@ -54,11 +55,34 @@ def cache_key(paths: Sequence[Path], size: int) -> str:
     return sha256_text("\n".join(parts))[:16]
 
 
+def _decode_each(paths: Sequence[Path], size: int, store, desc: str, workers: int | None) -> list[str]:
+    """Decode every path in parallel (OpenCV/PIL release the GIL), calling store(i, rgb); return problems."""
+    problems: list[str] = []
+
+    def decode(i: int) -> None:
+        try:
+            store(i, load_rgb(paths[i], size))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            problems.append(f"{paths[i]}: cannot be decoded as an image ({type(e).__name__}: {e}); "
+                            f"replace the file or remove its row.")
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for _ in progress(pool.map(decode, range(len(paths))), desc=desc, total=len(paths)):
+            pass
+    return sorted(problems)
+
+
+def decode_problems(paths: Sequence[Path], workers: int | None = None) -> list[str]:
+    """Decode every file (at a small size: fast, and the same decoder path) and list those that fail."""
+    return _decode_each(paths, 64, lambda i, rgb: None, "check images", workers)
+
+
 def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name: str,
                   workers: int | None = None) -> np.ndarray:
     """Return an (N, size, size, 3) uint8 array of the images, building the cache file if needed.
 
-    Every file is decoded before anything is written; all files that fail are reported together.
+    Every file is decoded before the cache is renamed into place; all files that fail are reported
+    together and no cache file is left behind.
     """
     cache_dir = Path(cache_dir)
     path = cache_dir / f"images-{name}-{size}px-{cache_key(paths, size)}.npy"
@@ -67,25 +91,11 @@ def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name:
         return np.load(path, mmap_mode="r")
 
     log.info("Decoding %d images to %dx%d into %s", len(paths), size, size, path)
-    errors: list[str] = []
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-
-        def decode(i: int) -> None:
-            try:
-                out[i] = load_rgb(paths[i], size)
-            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-                errors.append(f"{paths[i]}: cannot be decoded as an image ({type(e).__name__}: {e}); "
-                              f"replace the file or remove its row.")
-
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for _ in progress(pool.map(decode, range(len(paths))), desc=f"decode {name}", total=len(paths)):
-                pass
+        problems = _decode_each(paths, size, out.__setitem__, f"decode {name}", workers)
         out.flush()
         del out
-        if errors:
-            errors.sort()
-            shown = "\n  ".join(errors[:30])
-            more = f"\n  ... and {len(errors) - 30} more" if len(errors) > 30 else ""
-            raise DataError(f"{len(errors)} image(s) could not be decoded:\n  {shown}{more}")
+        if problems:
+            raise DataError(summarise(problems, f"the {name} images"), problems)
     return np.load(path, mmap_mode="r")

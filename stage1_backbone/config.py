@@ -31,3 +31,12 @@ class TrainConfig:
     accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...")
     devices: str = option("auto", "Lightning devices: auto, 1, 2, '0,1', ...")
     precision: str = option("auto", "auto = bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on CPU.")
+    strategy: str = option("auto", "Lightning strategy, e.g. ddp for data-parallel training on several devices.")
+    num_nodes: int = option(1, "Machines for DDP (each runs the same command; see README).")
+    compile: bool = option(False, "torch.compile the backbone (GPU; slower start, faster steps).")
+
+
+# Settings that change what a fold learns: a finished fold is re-used only if these match. The rest
+# (where to run, how many workers, which folds this job takes) may differ between jobs of one run.
+MODEL_KEYS = ("backbone", "pretrained", "pretrained_file", "img_size", "n_folds", "seed", "epochs", "batch_size",
+              "lr", "weight_decay", "warmup_epochs", "patience", "use_meta")

@@ -28,10 +28,12 @@ class CachedImages(Dataset):
     """Item i -> {"image": uint8 CxHxW, "target": float, "meta": float vector (empty without metadata)}."""
 
     def __init__(self, pixels: np.ndarray, rows: np.ndarray, targets: np.ndarray | None = None,
-                 meta: np.ndarray | None = None, augment: A.Compose | None = None):
+                 meta: np.ndarray | None = None, augment: A.Compose | None = None, seed: int = 0):
         self.pixels, self.rows, self.augment = pixels, np.asarray(rows), augment
         self.targets = targets
         self.meta = meta
+        self.seed = seed
+        self.epoch = 0  # set by SeedEachEpoch before each epoch's workers start
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,6 +42,9 @@ class CachedImages(Dataset):
         row = int(self.rows[i])
         image = np.array(self.pixels[row])  # a writable copy out of the read-only memmap
         if self.augment is not None:
+            # Augmentation depends on (seed, epoch, image) only, not on worker count or order: a resumed
+            # run replays exactly what an uninterrupted one would have seen.
+            self.augment.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, row]).generate_state(1)[0]))
             image = self.augment(image=image)["image"]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),

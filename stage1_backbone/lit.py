@@ -16,9 +16,12 @@ log = logging.getLogger(__name__)
 
 
 class LitPawpularity(pl.LightningModule):
-    def __init__(self, model: PawpularityNet, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
+    def __init__(self, model: PawpularityNet, lr: float, weight_decay: float, warmup_steps: int, total_steps: int,
+                 compile: bool = False):
         super().__init__()
         self.model = model
+        if compile:  # compile the backbone in place: state-dict keys stay the same
+            model.backbone.compile()
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.total_steps = warmup_steps, max(total_steps, 1)
         self.loss = nn.BCEWithLogitsLoss()
@@ -47,6 +50,19 @@ class LitPawpularity(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SeedEachEpoch(pl.Callback):
+    """Make each epoch's data order, augmentations and dropout a function of (seed, epoch) alone."""
+
+    def __init__(self, seed: int, order: torch.Generator, dataset):
+        self.seed, self.order, self.dataset = seed, order, dataset
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch_seed = self.seed * 10_000 + trainer.current_epoch
+        self.order.manual_seed(epoch_seed)   # RandomSampler draws its permutation from this generator
+        self.dataset.epoch = trainer.current_epoch
+        torch.manual_seed(epoch_seed)        # dropout / drop-path
 
 
 class EpochSummary(pl.Callback):

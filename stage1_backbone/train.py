@@ -1,17 +1,22 @@
 """`pipeline.py train-backbone`: validate data, make folds, fine-tune one model per fold, write OOF + manifest.
 
 Per fold, under artifacts/<run>/stage1/fold{k}/: model.safetensors (best epoch by val RMSE),
-config.json (everything needed to rebuild the model), metrics.csv (per epoch, from Lightning's
+config.json (everything needed to rebuild the model), logs/metrics.csv (per epoch, Lightning's
 CSVLogger), oof.csv, and done.json, written last. The stage manifest and oof_nn.csv are assembled
 from every finished fold whose settings match this run.
+
+Restarts: a finished fold (done.json, same settings) is skipped; an interrupted one resumes from
+checkpoints/last.ckpt, written at every epoch end. Each epoch's data order and augmentations are a
+function of (seed, fold, epoch), so a resumed fold ends where an uninterrupted one would.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,18 +27,19 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
+from pawcore.check import load_split
 from pawcore.config import parse_folds
-from pawcore.data import ID_COL, META_COLS, read_split
+from pawcore.data import ID_COL, META_COLS
 from pawcore.errors import ConfigError
 from pawcore.folds import load_or_make_folds
-from pawcore.images import cached_images
+from pawcore.locks import exclusive
 from pawcore.metrics import fold_baselines, format_table, oof_table, rmse
 from pawcore.progress import interactive
 from pawcore.run import RunDir, file_digests, run_dir, write_manifest
 
-from .config import TrainConfig
+from .config import MODEL_KEYS, TrainConfig
 from .dataset import CachedImages, train_augmentations
-from .lit import EpochSummary, LitPawpularity
+from .lit import EpochSummary, LitPawpularity, SeedEachEpoch
 from .model import PawpularityNet, save_weights
 from .predict import embed_and_score
 from .pretrained import create_backbone
@@ -44,7 +50,17 @@ STAGE = "stage1"
 COMPAT_KEYS = ("backbone", "img_size", "use_meta", "n_folds")
 
 
-def train_backbone(cfg: TrainConfig) -> pd.DataFrame:
+def is_global_zero() -> bool:
+    """True unless this process is a non-zero rank of a distributed launch (only rank 0 writes)."""
+    return all(int(os.environ.get(var, 0)) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def model_settings(cfg: TrainConfig | dict) -> dict:
+    values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    return {key: values.get(key) for key in MODEL_KEYS}
+
+
+def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     """Run stage 1 and return the OOF RMSE table (per fold + overall, with the mean baseline)."""
     if not cfg.data_dir:
         raise ConfigError("--data-dir is required: a folder with train.csv and train/<Id>.jpg.")
@@ -52,20 +68,34 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame:
     folds_to_train = parse_folds(cfg.folds, cfg.n_folds)
     create_backbone(cfg.backbone, "none")  # fail fast on a bad --backbone, before decoding any image
 
-    train = read_split(cfg.data_dir, "train", require_meta=cfg.use_meta)
-    pixels = cached_images(train.image_paths, cfg.img_size, run.image_cache, "train")
+    train, pixels = load_split(cfg.data_dir, "train", cfg.img_size, run.image_cache, require_meta=cfg.use_meta)
     folds = load_or_make_folds(run.folds_csv, train.frame, cfg.n_folds, cfg.seed)
     fold_of = folds.set_index(ID_COL).loc[train.ids, "fold"].to_numpy()
     meta = train.meta() if cfg.use_meta else None
 
-    for k in folds_to_train:
-        train_fold(cfg, run, k, pixels, train.targets(), meta, train.ids, fold_of)
+    with contextlib.ExitStack() as locks:
+        if is_global_zero():  # other ranks follow rank 0; they never write
+            for k in folds_to_train:
+                locks.enter_context(exclusive(run.fold_dir(STAGE, k) / ".lock", f"{STAGE} fold {k} of run {cfg.run!r}"))
+        for k in folds_to_train:
+            if fold_finished(run, k, cfg):
+                log.info("fold %d: already finished with these settings, skipped (delete %s to retrain)",
+                         k, run.fold_dir(STAGE, k))
+                continue
+            train_fold(cfg, run, k, pixels, train.targets(), meta, train.ids, fold_of)
 
+    if not is_global_zero():
+        return None
     table = assemble_stage(run, cfg, fold_baselines(train.targets(), fold_of))
     print(f"\nStage 1 OOF RMSE (run {cfg.run!r}, {cfg.backbone}, {cfg.img_size}px):")
     print(format_table(table))
     print(f"Artifacts: {run.stage(STAGE)}\n")
     return table
+
+
+def fold_finished(run: RunDir, k: int, cfg: TrainConfig) -> bool:
+    done = run.fold_dir(STAGE, k) / "done.json"
+    return done.is_file() and model_settings(read_json(done)["train"]) == model_settings(cfg)
 
 
 def _precision(cfg: TrainConfig) -> str:
@@ -81,57 +111,82 @@ def _devices(text: str):
     return int(text) if str(text).isdigit() else text
 
 
+def _resume_checkpoint(fold_dir, cfg: TrainConfig) -> str | None:
+    """checkpoints/last.ckpt of an interrupted run of this fold with the same settings, if any."""
+    last, config = fold_dir / "checkpoints" / "last.ckpt", fold_dir / "config.json"
+    if last.is_file() and config.is_file() and model_settings(read_json(config)["train"]) == model_settings(cfg):
+        log.info("fold %s: resuming from %s", fold_dir.name, last)
+        return str(last)
+    return None
+
+
 def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, targets: np.ndarray,
                meta: np.ndarray | None, ids: list[str], fold_of: np.ndarray) -> None:
     fold_dir = run.fold_dir(STAGE, k)
-    (fold_dir / "done.json").unlink(missing_ok=True)  # from here on this fold is unfinished
-    fold_dir.mkdir(parents=True, exist_ok=True)
     train_rows, val_rows = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
     log.info("fold %d: %d train / %d val images", k, len(train_rows), len(val_rows))
-
-    pl.seed_everything(cfg.seed + k, workers=True, verbose=False)
+    seed = cfg.seed * 1000 + k
+    pl.seed_everything(seed, workers=True, verbose=False)
     n_meta = len(META_COLS) if meta is not None else 0
     model = PawpularityNet(create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file), n_meta=n_meta)
     with torch.no_grad():  # start the head at the training mean: the first steps fine-tune, not recentre
         p = float(np.clip(targets[train_rows].mean() / 100.0, 1e-3, 1 - 1e-3))
         model.head.bias.fill_(math.log(p / (1 - p)))
+    if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda"):
+        model = model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
+        torch.backends.cudnn.benchmark = True
 
-    workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                   pin_memory=torch.cuda.is_available())
-    train_loader = DataLoader(CachedImages(pixels, train_rows, targets, meta, augment=train_augmentations(cfg.seed + k)),
-                              batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_rows) > cfg.batch_size,
-                              **workers)
+    resume = _resume_checkpoint(fold_dir, cfg)
+    if is_global_zero():
+        (fold_dir / "done.json").unlink(missing_ok=True)  # from here on this fold is unfinished
+        if resume is None:
+            shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
+            shutil.rmtree(fold_dir / "logs", ignore_errors=True)
+        write_json(fold_dir / "config.json", fold_config(cfg, k, model))
+
+    # Non-persistent workers are forked after SeedEachEpoch has set the epoch on the dataset.
+    workers = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    train_set = CachedImages(pixels, train_rows, targets, meta, augment=train_augmentations(seed), seed=seed)
+    order = torch.Generator()
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order,
+                              drop_last=len(train_rows) > cfg.batch_size, **workers)
     val_loader = DataLoader(CachedImages(pixels, val_rows, targets, meta), batch_size=cfg.batch_size * 2, **workers)
     steps = len(train_loader) * cfg.epochs
-    lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_epochs * len(train_loader)), steps)
+    lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_epochs * len(train_loader)), steps,
+                         compile=cfg.compile)
 
-    ckpt_dir = fold_dir / "checkpoints"
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_rmse", mode="min",
-                           save_top_k=1, save_weights_only=True)
+    best = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val_rmse", mode="min",
+                           save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", save_top_k=1, monitor=None,
+                           enable_version_counter=False)  # full state (optimizer, epoch) for resuming
     trainer = pl.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices),
-        precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
-        callbacks=[best, EarlyStopping("val_rmse", mode="min", patience=cfg.patience), EpochSummary(k)],
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
+        callbacks=[best, last, EarlyStopping("val_rmse", mode="min", patience=cfg.patience),
+                   SeedEachEpoch(seed, order, train_set), EpochSummary(k)],
         logger=CSVLogger(fold_dir, name="", version="logs"), num_sanity_val_steps=0,
         enable_progress_bar=interactive(), enable_model_summary=False,
         log_every_n_steps=max(1, min(50, len(train_loader))),
     )
-    trainer.fit(lit, train_loader, val_loader)
+    trainer.fit(lit, train_loader, val_loader, ckpt_path=resume)
+    if not trainer.is_global_zero:
+        return
 
     # The best epoch's weights: our own file, just written, but still read without unpickling code.
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({name.removeprefix("model."): t for name, t in state.items() if name.startswith("model.")})
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    _save_fold(cfg, run, k, model, pixels, targets, meta, ids, val_rows, float(best.best_model_score))
+    _save_fold(cfg, run, k, model.to(memory_format=torch.contiguous_format), pixels, targets, meta, ids, val_rows,
+               float(best.best_model_score))
+    shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
 
 
-def model_config(cfg: TrainConfig, model: PawpularityNet) -> dict:
+def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
     """What a later stage needs to rebuild this fold's model and feed it, independent of today's defaults."""
-    return {"backbone": cfg.backbone, "n_meta": model.n_meta, "meta_cols": META_COLS if model.n_meta else [],
-            "img_size": cfg.img_size, "feature_dim": model.feature_dim,
-            "mean": model.preprocess.mean.flatten().div(255).tolist(),
-            "std": model.preprocess.std.flatten().div(255).tolist()}
+    return {"fold": k, "train": dataclasses.asdict(cfg), "model": {
+        "backbone": cfg.backbone, "n_meta": model.n_meta, "meta_cols": META_COLS if model.n_meta else [],
+        "img_size": cfg.img_size, "feature_dim": model.feature_dim,
+        "mean": model.preprocess.mean.flatten().div(255).tolist(),
+        "std": model.preprocess.std.flatten().div(255).tolist()}}
 
 
 def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pixels: np.ndarray,
@@ -143,36 +198,44 @@ def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pix
                         "pred": scores.cpu().numpy().astype(np.float64)})
     with atomic_path(fold_dir / "model.safetensors") as tmp:
         save_weights(model, tmp)
-    write_json(fold_dir / "config.json", {"fold": k, "model": model_config(cfg, model),
-                                          "train": dataclasses.asdict(cfg)})
     write_csv(fold_dir / "oof.csv", oof)
     files = [fold_dir / "model.safetensors", fold_dir / "config.json", fold_dir / "oof.csv"]
     write_json(fold_dir / "done.json", {
         "fold": k, "val_rmse": best_val_rmse, "oof_rmse": rmse(oof["pred"], oof["target"]),
-        "compat": {key: getattr(cfg, key) for key in COMPAT_KEYS},
+        "compat": {key: getattr(cfg, key) for key in COMPAT_KEYS}, "train": dataclasses.asdict(cfg),
         "files": file_digests(run.stage(STAGE), files),
     })
     log.info("fold %d done: best val RMSE %.3f -> %s", k, best_val_rmse, fold_dir)
 
 
 def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -> pd.DataFrame:
-    """Combine every finished fold with this run's settings into oof_nn.csv and manifest.json."""
+    """Combine every finished fold with this run's settings into oof_nn.csv and manifest.json.
+
+    Serialised by a lock, so parallel fold jobs each see every fold finished before their turn: the
+    job that assembles last writes a manifest with all of them.
+    """
     stage_dir = run.stage(STAGE)
     compat = {key: getattr(cfg, key) for key in COMPAT_KEYS}
-    entries, oofs = {}, []
-    for done_path in sorted(stage_dir.glob("fold*/done.json")):
-        done = read_json(done_path)
-        if done["compat"] != compat:
-            log.warning("%s was trained with %s, this run uses %s: left out. Re-train it with --folds %d.",
-                        done_path.parent, done["compat"], compat, done["fold"])
-            continue
-        entries[str(done["fold"])] = {"files": done["files"], "val_rmse": done["val_rmse"]}
-        oofs.append(pd.read_csv(done_path.parent / "oof.csv", dtype={ID_COL: str}))
-    oof = pd.concat(oofs, ignore_index=True)
-    write_csv(stage_dir / "oof_nn.csv", oof)
-    first = read_json(stage_dir / f"fold{next(iter(entries))}" / "config.json")["model"]
-    write_manifest(run, STAGE, {
-        "folds": entries, "n_folds": cfg.n_folds, "data_dir": str(Path(cfg.data_dir).resolve()), "folds_csv_sha256": sha256_file(run.folds_csv),
-        "oof_nn_sha256": sha256_file(stage_dir / "oof_nn.csv"), "model": first, "mean_baseline": baselines,
-    })
+    with exclusive(stage_dir / ".assemble.lock", f"{STAGE} manifest of run {cfg.run!r}", wait=True):
+        entries, oofs = {}, []
+        for done_path in sorted(stage_dir.glob("fold*/done.json")):
+            done = read_json(done_path)
+            if done["compat"] != compat:
+                log.warning("%s was trained with %s, this run uses %s: left out. Re-train it with --folds %d.",
+                            done_path.parent, done["compat"], compat, done["fold"])
+                continue
+            entries[str(done["fold"])] = {"files": done["files"], "val_rmse": done["val_rmse"]}
+            oofs.append(pd.read_csv(done_path.parent / "oof.csv", dtype={ID_COL: str}))
+        oof = pd.concat(oofs, ignore_index=True)
+        write_csv(stage_dir / "oof_nn.csv", oof)
+        first = read_json(stage_dir / f"fold{next(iter(entries))}" / "config.json")["model"]
+        missing = sorted(set(range(cfg.n_folds)) - {int(k) for k in entries})
+        if missing:
+            log.warning("Stage 1 has %d of %d folds; folds %s are not trained yet (later stages use the ones "
+                        "present).", len(entries), cfg.n_folds, missing)
+        write_manifest(run, STAGE, {
+            "folds": entries, "n_folds": cfg.n_folds, "complete": not missing,
+            "data_dir": str(os.path.abspath(cfg.data_dir)), "folds_csv_sha256": sha256_file(run.folds_csv),
+            "oof_nn_sha256": sha256_file(stage_dir / "oof_nn.csv"), "model": first, "mean_baseline": baselines,
+        })
     return oof_table(oof, {"NN head": "pred"}, baselines)

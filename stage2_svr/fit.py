@@ -18,9 +18,10 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
-from pawcore.data import ID_COL, read_split
+from pawcore.check import load_split
+from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError
-from pawcore.images import cache_key, cached_images
+from pawcore.images import cache_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.run import RunDir, file_digests, load_manifest, manifest_digest, run_dir, write_manifest
 from stage1_backbone.model import load_fold_model
@@ -65,8 +66,7 @@ def fit_svr(cfg: SVRConfig) -> pd.DataFrame:
     data_dir = cfg.data_dir or stage1["data_dir"]
     model_cfg = stage1["model"]
 
-    train = read_split(data_dir, "train", require_meta=cfg.use_meta)
-    pixels = cached_images(train.image_paths, model_cfg["img_size"], run.image_cache, "train")
+    train, pixels = load_split(data_dir, "train", model_cfg["img_size"], run.image_cache, require_meta=cfg.use_meta)
     images_key = cache_key(train.image_paths, model_cfg["img_size"])
     fold_of = folds.set_index(ID_COL).loc[train.ids, "fold"].to_numpy()
     targets = train.targets()

@@ -99,7 +99,7 @@ def test_undecodable_images_are_all_named(data, tmp_path, damage):
     bad = split.image_paths[1]
     raw = bad.read_bytes()
     bad.write_bytes({"zero-byte": b"", "truncated": raw[: len(raw) // 3], "not-an-image": b"hello" * 50}[damage])
-    with pytest.raises(DataError, match=rf"1 image\(s\) could not be decoded:\n  .*{bad.name}.*remove its row"):
+    with pytest.raises(DataError, match=rf"1 problem\(s\) in the train images:\n  .*{bad.name}: cannot be decoded.*remove its row"):
         cached_images(split.image_paths, 32, tmp_path / "cache", "train")
     assert not list((tmp_path / "cache").glob("*.npy")), "a failed cache build must leave no file behind"
 
