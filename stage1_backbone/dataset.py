@@ -11,7 +11,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 
 def train_augmentations(seed: int) -> A.Compose:
@@ -24,8 +24,36 @@ def train_augmentations(seed: int) -> A.Compose:
     ], seed=seed)  # albumentations keeps its own RNG: seed it, or runs differ
 
 
+class EpochSampler(Sampler):
+    """Shuffles by (seed, epoch) alone and tells the dataset the epoch: yields (position, epoch) pairs.
+
+    Lightning calls set_epoch before every epoch, also the first one after resuming from a
+    checkpoint, so a resumed run sees the same order, augmentations and dropout as an uninterrupted
+    one. When nobody calls set_epoch (e.g. wrapped by a DistributedSampler) the epoch advances by
+    itself at each pass.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        torch.manual_seed(self.seed * 10_000 + epoch)  # dropout / drop-path in this epoch's steps
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return iter([(int(i), epoch) for i in order])
+
+
 class CachedImages(Dataset):
-    """Item i -> {"image": uint8 CxHxW, "target": float, "meta": float vector (empty without metadata)}."""
+    """Item -> {"image": uint8 CxHxW, "target": float, "meta": float vector (empty without metadata)}.
+
+    An item is a position, or a (position, epoch) pair from EpochSampler for augmented training.
+    """
 
     def __init__(self, pixels: np.ndarray, rows: np.ndarray, targets: np.ndarray | None = None,
                  meta: np.ndarray | None = None, augment: A.Compose | None = None, seed: int = 0):
@@ -33,18 +61,18 @@ class CachedImages(Dataset):
         self.targets = targets
         self.meta = meta
         self.seed = seed
-        self.epoch = 0  # set by SeedEachEpoch before each epoch's workers start
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        i, epoch = item if isinstance(item, tuple) else (item, 0)
         row = int(self.rows[i])
         image = np.array(self.pixels[row])  # a writable copy out of the read-only memmap
         if self.augment is not None:
             # Augmentation depends on (seed, epoch, image) only, not on worker count or order: a resumed
             # run replays exactly what an uninterrupted one would have seen.
-            self.augment.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, row]).generate_state(1)[0]))
+            self.augment.set_random_seed(int(np.random.SeedSequence([self.seed, epoch, row]).generate_state(1)[0]))
             image = self.augment(image=image)["image"]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),

@@ -52,19 +52,6 @@ class LitPawpularity(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class SeedEachEpoch(pl.Callback):
-    """Make each epoch's data order, augmentations and dropout a function of (seed, epoch) alone."""
-
-    def __init__(self, seed: int, order: torch.Generator, dataset):
-        self.seed, self.order, self.dataset = seed, order, dataset
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch_seed = self.seed * 10_000 + trainer.current_epoch
-        self.order.manual_seed(epoch_seed)   # RandomSampler draws its permutation from this generator
-        self.dataset.epoch = trainer.current_epoch
-        torch.manual_seed(epoch_seed)        # dropout / drop-path
-
-
 class EpochSummary(pl.Callback):
     """One log line per epoch: fold, epoch, train loss, val RMSE, best so far, lr, seconds."""
 

@@ -38,8 +38,8 @@ from pawcore.progress import interactive
 from pawcore.run import RunDir, file_digests, run_dir, write_manifest
 
 from .config import MODEL_KEYS, TrainConfig
-from .dataset import CachedImages, train_augmentations
-from .lit import EpochSummary, LitPawpularity, SeedEachEpoch
+from .dataset import CachedImages, EpochSampler, train_augmentations
+from .lit import EpochSummary, LitPawpularity
 from .model import PawpularityNet, save_weights
 from .predict import embed_and_score
 from .pretrained import create_backbone
@@ -144,11 +144,10 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
             shutil.rmtree(fold_dir / "logs", ignore_errors=True)
         write_json(fold_dir / "config.json", fold_config(cfg, k, model))
 
-    # Non-persistent workers are forked after SeedEachEpoch has set the epoch on the dataset.
-    workers = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                   pin_memory=torch.cuda.is_available())
     train_set = CachedImages(pixels, train_rows, targets, meta, augment=train_augmentations(seed), seed=seed)
-    order = torch.Generator()
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order,
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=EpochSampler(len(train_rows), seed),
                               drop_last=len(train_rows) > cfg.batch_size, **workers)
     val_loader = DataLoader(CachedImages(pixels, val_rows, targets, meta), batch_size=cfg.batch_size * 2, **workers)
     steps = len(train_loader) * cfg.epochs
@@ -163,14 +162,17 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
         callbacks=[best, last, EarlyStopping("val_rmse", mode="min", patience=cfg.patience),
-                   SeedEachEpoch(seed, order, train_set), EpochSummary(k)],
+                   EpochSummary(k)],
         logger=CSVLogger(fold_dir, name="", version="logs"), num_sanity_val_steps=0,
         enable_progress_bar=interactive(), enable_model_summary=False,
         log_every_n_steps=max(1, min(50, len(train_loader))),
     )
+    history = _read_history(fold_dir) if resume else None  # CSVLogger starts a new file on resume
     trainer.fit(lit, train_loader, val_loader, ckpt_path=resume)
     if not trainer.is_global_zero:
         return
+    if history is not None:
+        _prepend_history(fold_dir, history)
 
     # The best epoch's weights: our own file, just written, but still read without unpickling code.
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
@@ -178,6 +180,19 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     _save_fold(cfg, run, k, model.to(memory_format=torch.contiguous_format), pixels, targets, meta, ids, val_rows,
                float(best.best_model_score))
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
+
+
+def _read_history(fold_dir) -> pd.DataFrame | None:
+    path = fold_dir / "logs" / "metrics.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _prepend_history(fold_dir, before: pd.DataFrame) -> None:
+    """Per-epoch metrics of the epochs before a resume, followed by those after it."""
+    path = fold_dir / "logs" / "metrics.csv"
+    after = pd.read_csv(path)
+    before = before[before["epoch"] < after["epoch"].min()]
+    write_csv(path, pd.concat([before, after], ignore_index=True))
 
 
 def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
