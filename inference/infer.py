@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import torch
 
-from pawcore.artifacts import atomic_path, read_json
+from pawcore.artifacts import atomic_path, load_pickle_verified, read_json
 from pawcore.check import load_split
 from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError, ConfigError
+from pawcore.locks import exclusive
 from pawcore.images import cache_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.run import RunDir, load_manifest, manifest_digest, run_dir
@@ -51,8 +51,10 @@ def predict_fold(run: RunDir, k: int, stage1: dict, stage2: dict, pixels: np.nda
     """(NN scores, SVR scores) of fold k on every test image, averaged over the TTA views."""
     fold1, fold2 = run.fold_dir("stage1", k), run.fold_dir("stage2", k)
     model = load_fold_model(read_json(fold1 / "config.json")["model"], fold1 / "model.safetensors")
-    svr = joblib.load(fold2 / "svr.joblib")  # hash-checked against the manifest by load_stages
-    scaler = joblib.load(fold2 / "scaler.joblib") if (fold2 / "scaler.joblib").is_file() else None
+    digests = stage2["folds"][str(k)]["files"]
+    svr = load_pickle_verified(fold2 / "svr.joblib", digests[f"fold{k}/svr.joblib"])
+    scaler_key = f"fold{k}/scaler.joblib"
+    scaler = load_pickle_verified(fold2 / "scaler.joblib", digests[scaler_key]) if scaler_key in digests else None
     weights_sha = stage1["folds"][str(k)]["files"][f"fold{k}/model.safetensors"]
     meta_t = torch.from_numpy(meta) if meta is not None else None
     nn_views, svr_views = [], []
@@ -95,12 +97,12 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
 
     submission = pd.DataFrame({ID_COL: test.ids, "Pawpularity": np.clip(weight * nn + (1 - weight) * svr, 1, 100)})
     out = Path(cfg.out) if cfg.out else run.root / "submission.csv"
-    with atomic_path(out) as tmp:  # never a partial submission.csv
-        submission.to_csv(tmp, index=False)
-
     table = oof_table(oof, {"NN head": "nn", "SVR head": "svr", f"blend {weight:.2f}": "blend"},
                       stage1["mean_baseline"])
-    report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission)
+    with exclusive(out.parent / ".infer.lock", f"{out} and its report"):
+        with atomic_path(out) as tmp:  # never a partial submission.csv
+            submission.to_csv(tmp, index=False)
+        report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission)
     print(f"\nOOF RMSE (run {cfg.run!r}, final = {weight:.2f} x NN + {1 - weight:.2f} x SVR, TTA {'on' if cfg.tta else 'off'}):")
     print(format_table(table))
     print(f"Submission: {out} ({len(submission)} rows)\nReport:     {report}\n")

@@ -53,3 +53,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_pickle_verified(path: str | os.PathLike, expected_sha256: str):
+    """joblib-load a pickle only if its bytes match the SHA-256 its manifest recorded.
+
+    The bytes are hashed and unpickled from the same read, so the file cannot change in between.
+    A pickle runs code when loaded: never load one whose hash you did not record yourself.
+    """
+    import io
+
+    import joblib
+
+    from .errors import ArtifactError
+
+    data = Path(path).read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise ArtifactError(f"Refusing to load {path}: its SHA-256 {actual[:12]}... differs from the "
+                            f"{expected_sha256[:12]}... recorded in the manifest, so it is not the file this "
+                            f"pipeline wrote (pickles run code when loaded). Re-create it with fit-svr.")
+    return joblib.load(io.BytesIO(data))

@@ -21,6 +21,7 @@ from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, wr
 from pawcore.check import load_split
 from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError
+from pawcore.locks import exclusive
 from pawcore.images import cache_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.run import RunDir, file_digests, load_manifest, manifest_digest, run_dir, write_manifest
@@ -60,6 +61,13 @@ def standardize(X: torch.Tensor, scaler: StandardScaler | None) -> torch.Tensor:
 def fit_svr(cfg: SVRConfig) -> pd.DataFrame:
     """Run stage 2 and return the OOF RMSE table (mean baseline, NN, SVR, 50/50 blend)."""
     run = run_dir(cfg.artifacts_dir, cfg.run)
+    if not run.manifest_path("stage1").is_file():
+        load_manifest(run, "stage1")  # raises, naming the command to run
+    with exclusive(run.stage(STAGE) / ".lock", f"{STAGE} of run {cfg.run!r}"):
+        return _fit_svr(cfg, run)
+
+
+def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     stage1 = load_manifest(run, "stage1")  # before any work: missing/changed stage 1 stops here
     folds = check_folds_unchanged(run, stage1)
     backend = resolve_backend(cfg.svr_backend)
