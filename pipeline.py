@@ -52,6 +52,12 @@ def _check_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> None:
+    from inference.status import print_status
+
+    print_status(args.artifacts_dir, args.run)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from inference.demo import run_demo
 
@@ -102,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, InferConfig)
     p.set_defaults(func=_infer)
 
+    p = sub.add_parser("status", help="Which folds of each stage are done; assembles stage 1's manifest.")
+    p.add_argument("--artifacts-dir", default="artifacts")
+    p.add_argument("--run", default="default")
+    p.set_defaults(func=_status)
+
     p = sub.add_parser("make-demo-data", help="Write a small generated dataset in the Kaggle layout.")
     p.add_argument("--out", default="artifacts/demo-data")
     p.add_argument("--n-train", type=int, default=240)
@@ -122,7 +133,10 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    from pawcore.ranks import is_global_zero
+
+    level = logging.DEBUG if args.verbose else logging.INFO if is_global_zero() else logging.WARNING
+    logging.basicConfig(level=level,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     _quiet_libraries()
     from pawcore.errors import PipelineError

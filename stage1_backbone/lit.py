@@ -31,7 +31,8 @@ class LitPawpularity(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["image"], batch["meta"])
         loss = self.loss(logits.float(), batch["target"] / 100.0)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits),
+                 sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -35,6 +35,7 @@ from pawcore.folds import load_or_make_folds
 from pawcore.locks import exclusive
 from pawcore.metrics import fold_baselines, format_table, oof_table, rmse
 from pawcore.progress import interactive
+from pawcore.ranks import is_global_zero
 from pawcore.run import RunDir, file_digests, run_dir, write_manifest
 
 from .config import MODEL_KEYS, TrainConfig
@@ -48,11 +49,6 @@ log = logging.getLogger(__name__)
 STAGE = "stage1"
 # Settings every fold of one run must share for their OOF predictions to be combined.
 COMPAT_KEYS = ("backbone", "img_size", "use_meta", "n_folds")
-
-
-def is_global_zero() -> bool:
-    """True unless this process is a non-zero rank of a distributed launch (only rank 0 writes)."""
-    return all(int(os.environ.get(var, 0)) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def model_settings(cfg: TrainConfig | dict) -> dict:
@@ -147,8 +143,11 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                    pin_memory=torch.cuda.is_available())
     train_set = CachedImages(pixels, train_rows, targets, meta, augment=train_augmentations(seed), seed=seed)
+    # Drop the last partial batch on real data (steadier BatchNorm statistics) and always when it would
+    # hold one image (BatchNorm cannot train on one); keep it on tiny data, where DDP splits the rows.
+    drop_last = len(train_rows) >= 4 * cfg.batch_size or len(train_rows) % cfg.batch_size == 1
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=EpochSampler(len(train_rows), seed),
-                              drop_last=len(train_rows) > cfg.batch_size, **workers)
+                              drop_last=drop_last, **workers)
     val_loader = DataLoader(CachedImages(pixels, val_rows, targets, meta), batch_size=cfg.batch_size * 2, **workers)
     steps = len(train_loader) * cfg.epochs
     lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_epochs * len(train_loader)), steps,
@@ -174,6 +173,9 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     if history is not None:
         _prepend_history(fold_dir, history)
 
+    if not best.best_model_path:
+        raise ConfigError(f"fold {k}: training ran no validation epoch (no training batches?); "
+                          f"{len(train_rows)} training images with --batch-size {cfg.batch_size}. Lower --batch-size.")
     # The best epoch's weights: our own file, just written, but still read without unpickling code.
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({name.removeprefix("model."): t for name, t in state.items() if name.startswith("model.")})
