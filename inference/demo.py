@@ -20,7 +20,7 @@ from .infer import infer
 log = logging.getLogger(__name__)
 
 # Small but real: pretrained tf_efficientnet_lite0 at 128 px, 5 folds, 4 epochs.
-DEMO_TRAIN = dict(img_size=128, epochs=4, batch_size=32, n_folds=5, num_workers=2)
+DEMO_TRAIN = dict(img_size=128, epochs=4, batch_size=32, n_folds=5)
 
 
 def run_demo(artifacts_dir: str = "artifacts", run: str = "demo", data_dir: str = "", blend: str = "0.5") -> Path:

@@ -27,7 +27,8 @@ class TrainConfig:
     warmup_epochs: float = option(0.5, "Linear warm-up length in epochs, then cosine decay to 0.")
     patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops.")
     use_meta: bool = option(False, "Feed the 12 metadata flags of train.csv to the head.")
-    num_workers: int = option(2, "DataLoader worker processes.")
+    num_workers: int = option(-1, "DataLoader worker processes; -1 = auto: 0 when training on the CPU (workers "
+                              "would take cores from the model), min(8, cores) on a GPU.")
     accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...")
     devices: str = option("auto", "Lightning devices: auto, 1, 2, '0,1', ...")
     precision: str = option("auto", "auto = bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on CPU.")

@@ -94,11 +94,14 @@ def fold_finished(run: RunDir, k: int, cfg: TrainConfig) -> bool:
     return done.is_file() and model_settings(read_json(done)["train"]) == model_settings(cfg)
 
 
+def _on_gpu(cfg: TrainConfig) -> bool:
+    return torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+
+
 def _precision(cfg: TrainConfig) -> str:
     if cfg.precision != "auto":
         return cfg.precision
-    on_gpu = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
-    if not on_gpu:
+    if not _on_gpu(cfg):
         return "32-true"
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
@@ -128,7 +131,7 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     with torch.no_grad():  # start the head at the training mean: the first steps fine-tune, not recentre
         p = float(np.clip(targets[train_rows].mean() / 100.0, 1e-3, 1 - 1e-3))
         model.head.bias.fill_(math.log(p / (1 - p)))
-    if torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda"):
+    if _on_gpu(cfg):
         model = model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
         torch.backends.cudnn.benchmark = True
 
@@ -140,15 +143,7 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
             shutil.rmtree(fold_dir / "logs", ignore_errors=True)
         write_json(fold_dir / "config.json", fold_config(cfg, k, model))
 
-    workers = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                   pin_memory=torch.cuda.is_available())
-    train_set = CachedImages(pixels, train_rows, targets, meta, augment=train_augmentations(seed), seed=seed)
-    # Drop the last partial batch on real data (steadier BatchNorm statistics) and always when it would
-    # hold one image (BatchNorm cannot train on one); keep it on tiny data, where DDP splits the rows.
-    drop_last = len(train_rows) >= 4 * cfg.batch_size or len(train_rows) % cfg.batch_size == 1
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=EpochSampler(len(train_rows), seed),
-                              drop_last=drop_last, **workers)
-    val_loader = DataLoader(CachedImages(pixels, val_rows, targets, meta), batch_size=cfg.batch_size * 2, **workers)
+    train_loader, val_loader = fold_loaders(cfg, pixels, train_rows, val_rows, targets, meta, seed)
     steps = len(train_loader) * cfg.epochs
     lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_epochs * len(train_loader)), steps,
                          compile=cfg.compile)
@@ -182,6 +177,21 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     _save_fold(cfg, run, k, model.to(memory_format=torch.contiguous_format), pixels, targets, meta, ids, val_rows,
                float(best.best_model_score))
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
+
+
+def fold_loaders(cfg: TrainConfig, pixels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
+                 targets: np.ndarray, meta: np.ndarray | None, seed: int) -> tuple[DataLoader, DataLoader]:
+    """The training loader (augmented, seeded by epoch) and the validation loader of one fold."""
+    n_workers = cfg.num_workers if cfg.num_workers >= 0 else (min(8, os.cpu_count() or 1) if _on_gpu(cfg) else 0)
+    workers = dict(num_workers=n_workers, persistent_workers=n_workers > 0, pin_memory=_on_gpu(cfg))
+    train_set = CachedImages(pixels, train_rows, targets, meta, augment=train_augmentations(seed), seed=seed)
+    # Drop the last partial batch on real data (steadier BatchNorm statistics) and always when it would
+    # hold one image (BatchNorm cannot train on one); keep it on tiny data, where DDP splits the rows.
+    drop_last = len(train_rows) >= 4 * cfg.batch_size or len(train_rows) % cfg.batch_size == 1
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=EpochSampler(len(train_rows), seed),
+                              drop_last=drop_last, **workers)
+    val_loader = DataLoader(CachedImages(pixels, val_rows, targets, meta), batch_size=cfg.batch_size * 2, **workers)
+    return train_loader, val_loader
 
 
 def _read_history(fold_dir) -> pd.DataFrame | None:
