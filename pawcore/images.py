@@ -31,6 +31,10 @@ def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
 
     With `size`, JPEGs are decoded at a reduced DCT scale no smaller than size x size (libjpeg's draft
     mode: much faster for big photos) and the result is resized to exactly size x size with INTER_AREA.
+
+    PIL rather than cv2.imdecode(IMREAD_REDUCED_COLOR_*): both use the same libjpeg DCT scaling (cv2 was
+    ~13% faster on one 804x904 photo here), but OpenCV decodes a truncated JPEG without an error, filling
+    the rest with grey, which would let broken files into training; PIL raises.
     """
     with Image.open(path) as img:
         if size is not None and img.format == "JPEG":
