@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 import joblib
 import numpy as np
@@ -73,6 +72,7 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     backend = resolve_backend(cfg.svr_backend)
     data_dir = cfg.data_dir or stage1["data_dir"]
     model_cfg = stage1["model"]
+    run.manifest_path(STAGE).unlink(missing_ok=True)  # until the new one is written, stage 2 is unfinished
 
     train, pixels = load_split(data_dir, "train", model_cfg["img_size"], run.image_cache, require_meta=cfg.use_meta)
     images_key = cache_key(train.image_paths, model_cfg["img_size"])

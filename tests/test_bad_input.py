@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pawcore.check import check_data, load_split
-from pawcore.data import META_COLS, read_split
+from pawcore.data import read_split
 from pawcore.errors import DataError
 from pawcore.images import load_rgb
 from pawcore.synthetic import make_dataset

@@ -1,5 +1,4 @@
 """The packaged lukemelas weights really are timm's tf_efficientnet_lite0: a real cat photo is a cat."""
-import numpy as np
 import pytest
 import timm
 import torch

@@ -11,7 +11,7 @@ import torch
 
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.run import load_manifest, run_dir
-from stage1_backbone.model import PawpularityNet, load_fold_model
+from stage1_backbone.model import PawpularityNet
 from stage1_backbone.predict import embed_and_score
 from stage1_backbone.pretrained import create_backbone
 from stage2_svr import embeddings as emb_module
