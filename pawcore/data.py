@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv as csv_module
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,11 @@ class Split:
 
     def targets(self) -> np.ndarray:
         return self.frame[TARGET_COL].to_numpy(np.float32)
+
+
+def _line_of(problem: str) -> int:
+    found = re.search(r" line (\d+)", problem)
+    return int(found.group(1)) if found else 0
 
 
 def _line(row_index: int) -> int:
@@ -128,6 +134,7 @@ def scan_split(data_dir: str | Path, split: str, require_meta: bool = False
     for i, path in enumerate(paths):
         if frame[ID_COL].iat[i] and not path.is_file():
             problems.append(f"{csv} line {_line(i)}: image {path} not found; add the file or remove the row.")
+    problems.sort(key=_line_of)  # in file order, whatever the check that found them
     if not problems:
         for col in [TARGET_COL, *META_COLS]:
             if col in frame.columns:
