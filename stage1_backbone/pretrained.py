@@ -43,12 +43,23 @@ def efficientnet_lite0_state_dict() -> "OrderedDict[str, torch.Tensor]":
     return mapped
 
 
-def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = "") -> nn.Module:
-    """A timm model with its classifier removed (num_classes=0: forward returns pooled pre-logits)."""
+def check_weights_source(name: str, pretrained: str = "none", pretrained_file: str = "") -> None:
+    """Raise ConfigError now, before any data work, if the weights asked for cannot be had offline."""
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
         raise ConfigError(f"--backbone {name!r} is not a timm model. Similar names: {close}. "
                           f"See timm.list_models().")
+    if pretrained_file and not Path(pretrained_file).is_file():
+        raise ConfigError(f"--pretrained-file {pretrained_file}: no such file.")
+    if pretrained == "auto" and not pretrained_file and name not in PACKAGED:
+        raise ConfigError(f"No offline ImageNet weights for --backbone {name!r} (packaged: {sorted(PACKAGED)}). "
+                          f"Pass --pretrained-file PATH (a local timm checkpoint), --pretrained hub to allow "
+                          f"a download, or --pretrained none to start from random weights.")
+
+
+def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = "") -> nn.Module:
+    """A timm model with its classifier removed (num_classes=0: forward returns pooled pre-logits)."""
+    check_weights_source(name, pretrained, pretrained_file)
     if pretrained == "hub" and not pretrained_file:
         log.info("Downloading pretrained weights for %s from the hub (--pretrained hub).", name)
         return timm.create_model(name, pretrained=True, num_classes=0)
@@ -56,10 +67,6 @@ def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = 
     if pretrained_file:
         state = _read_file(Path(pretrained_file))
     elif pretrained == "auto":
-        if name not in PACKAGED:
-            raise ConfigError(f"No offline ImageNet weights for --backbone {name!r} (packaged: {sorted(PACKAGED)}). "
-                              f"Pass --pretrained-file PATH (a local timm checkpoint), --pretrained hub to allow "
-                              f"a download, or --pretrained none to start from random weights.")
         state = efficientnet_lite0_state_dict()
     else:
         return model
@@ -68,8 +75,6 @@ def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = 
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ConfigError(f"--pretrained-file {path}: no such file.")
     # timm's loader reads .safetensors and .pth/.bin (weights_only), unwraps 'state_dict'/'model', strips 'module.'.
     return timm.models.load_state_dict(str(path), weights_only=True)
 

@@ -43,7 +43,7 @@ from .dataset import CachedImages, EpochSampler, train_augmentations
 from .lit import EpochSummary, LitPawpularity
 from .model import PawpularityNet, save_weights
 from .predict import embed_and_score
-from .pretrained import create_backbone
+from .pretrained import check_weights_source, create_backbone
 
 log = logging.getLogger(__name__)
 STAGE = "stage1"
@@ -62,7 +62,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
         raise ConfigError("--data-dir is required: a folder with train.csv and train/<Id>.jpg.")
     run = run_dir(cfg.artifacts_dir, cfg.run)
     folds_to_train = parse_folds(cfg.folds, cfg.n_folds)
-    create_backbone(cfg.backbone, "none")  # fail fast on a bad --backbone, before decoding any image
+    check_weights_source(cfg.backbone, cfg.pretrained, cfg.pretrained_file)  # before decoding any image
 
     train, pixels = load_split(cfg.data_dir, "train", cfg.img_size, run.image_cache, require_meta=cfg.use_meta)
     folds = load_or_make_folds(run.folds_csv, train.frame, cfg.n_folds, cfg.seed)

@@ -81,6 +81,8 @@ def test_same_seed_same_oof(tiny_data, tmp_path):
 def test_bad_options_fail_before_any_work(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="not a timm model"):
         train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), backbone="nope_net"))
+    with pytest.raises(ConfigError, match="No offline ImageNet weights for --backbone 'resnet18'"):
+        train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), backbone="resnet18"))
     with pytest.raises(ConfigError, match=r"fold\(s\) \[7\] out of range"):
         parse_folds("0,7", 5)
     assert not any(tmp_path.iterdir()), "nothing written for a bad option"
