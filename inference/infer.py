@@ -18,7 +18,7 @@ from pawcore.check import load_split
 from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.locks import exclusive
-from pawcore.images import cache_key
+from pawcore.images import images_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.run import RunDir, load_manifest, manifest_digest, run_dir
 from stage1_backbone.model import load_fold_model, logits_to_score
@@ -46,7 +46,7 @@ def load_stages(run: RunDir) -> tuple[dict, dict]:
     return stage1, stage2
 
 
-def predict_fold(run: RunDir, k: int, stage1: dict, stage2: dict, pixels: np.ndarray, images_key: str,
+def predict_fold(run: RunDir, k: int, stage1: dict, stage2: dict, pixels: np.memmap,
                  meta: np.ndarray | None, cfg: InferConfig) -> tuple[np.ndarray, np.ndarray]:
     """(NN scores, SVR scores) of fold k on every test image, averaged over the TTA views."""
     fold1, fold2 = run.fold_dir("stage1", k), run.fold_dir("stage2", k)
@@ -59,7 +59,7 @@ def predict_fold(run: RunDir, k: int, stage1: dict, stage2: dict, pixels: np.nda
     meta_t = torch.from_numpy(meta) if meta is not None else None
     nn_views, svr_views = [], []
     for flip in ([False, True] if cfg.tta else [False]):
-        cache = embedding_cache_path(run.stage("stage2") / "emb", k, "test", weights_sha, images_key, flip)
+        cache = embedding_cache_path(run.stage("stage2") / "emb", k, "test", weights_sha, images_key(pixels), flip)
         emb = fold_embeddings(model, pixels, cache, cfg.batch_size, cfg.device, flip, cfg.num_workers).cpu().float()
         with torch.inference_mode():
             nn_views.append(logits_to_score(model.cpu().head_logits(emb, meta_t if model.n_meta else None)).numpy())
@@ -78,11 +78,10 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     needs_meta = stage1["model"]["n_meta"] > 0 or stage2["use_meta"]
     size = stage1["model"]["img_size"]
     test, pixels = load_split(cfg.data_dir, "test", size, run.image_cache, require_meta=needs_meta)
-    images_key = cache_key(test.image_paths, size)
     meta = test.meta() if needs_meta else None
 
     folds = sorted(int(k) for k in stage1["folds"])
-    per_fold = [predict_fold(run, k, stage1, stage2, pixels, images_key, meta, cfg) for k in folds]
+    per_fold = [predict_fold(run, k, stage1, stage2, pixels, meta, cfg) for k in folds]
     nn = np.mean([p[0] for p in per_fold], axis=0)
     svr = np.mean([p[1] for p in per_fold], axis=0)
 

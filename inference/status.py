@@ -6,9 +6,6 @@ demand, so the manifest is complete even if the jobs finished in an unlucky orde
 """
 from __future__ import annotations
 
-import fcntl
-import os
-from pathlib import Path
 
 from pawcore.artifacts import read_json
 from pawcore.check import load_split
@@ -16,24 +13,11 @@ from pawcore.config import config_from_dict
 from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError
 from pawcore.folds import read_folds
+from pawcore.locks import is_locked
 from pawcore.metrics import fold_baselines, format_table
 from pawcore.run import RunDir, manifest_digest, run_dir
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import STAGE, assemble_stage
-
-
-def _locked(path: Path) -> bool:
-    """Is a lock file held by a live process right now?"""
-    if not path.is_file():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def fold_states(run: RunDir, n_folds: int) -> dict[str, list[int]]:
@@ -42,7 +26,7 @@ def fold_states(run: RunDir, n_folds: int) -> dict[str, list[int]]:
         fold = run.fold_dir(STAGE, k)
         if (fold / "done.json").is_file():
             states["done"].append(k)
-        elif _locked(fold / ".lock"):
+        elif is_locked(fold / ".lock"):
             states["training now"].append(k)
         elif (fold / "checkpoints" / "last.ckpt").is_file():
             states["interrupted"].append(k)

@@ -17,7 +17,7 @@ def check_data(data_dir: str | Path, splits: tuple[str, ...] = SPLITS, require_m
     """Every problem in the given splits' CSVs and image files (empty list: the data is fine)."""
     problems: list[str] = []
     for split in splits:
-        frame, paths, found = scan_split(data_dir, split, require_meta)
+        _, paths, found = scan_split(data_dir, split, require_meta)
         problems += found + decode_problems([p for p in paths if p.is_file()])
     return problems
 

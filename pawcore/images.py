@@ -51,6 +51,11 @@ def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def images_key(pixels: np.memmap) -> str:
+    """The identity of a cached image array (its file's name: split, size and source-file key)."""
+    return Path(pixels.filename).stem
+
+
 def cache_key(paths: Sequence[Path], size: int) -> str:
     parts = [f"v{CACHE_VERSION}", f"size={size}"]
     for p in paths:

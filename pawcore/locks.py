@@ -39,3 +39,17 @@ def exclusive(path: Path, what: str, wait: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def is_locked(path: Path) -> bool:
+    """Does a live process hold this lock file right now? (Probes without waiting or writing.)"""
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

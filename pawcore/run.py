@@ -61,24 +61,24 @@ def write_manifest(run: RunDir, stage: str, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_manifest(run: RunDir, stage: str, hint: str = "") -> dict[str, Any]:
+def load_manifest(run: RunDir, stage: str) -> dict[str, Any]:
     """Load a stage's manifest and check that every file it lists is present and unchanged."""
     path = run.manifest_path(stage)
-    fix = f"run `python pipeline.py {STAGE_COMMANDS[stage]} --run {run.run} --artifacts-dir {run.artifacts_dir}{hint}`"
+    cmd = f"`python pipeline.py {STAGE_COMMANDS[stage]} --run {run.run} --artifacts-dir {run.artifacts_dir}`"
     if not path.is_file():
-        raise ArtifactError(f"{path} not found: {stage} has not finished for run {run.run!r}. First {fix}.")
+        raise ArtifactError(f"{path} not found: {stage} has not finished for run {run.run!r}. First run {cmd}.")
     manifest = read_json(path)
     if manifest.get("version") != MANIFEST_VERSION:
         raise ArtifactError(f"{path} has manifest version {manifest.get('version')}, this code reads "
-                            f"{MANIFEST_VERSION}. Re-create it: {fix}.")
+                            f"{MANIFEST_VERSION}. Re-create it: run {cmd}.")
     for fold, entry in manifest["folds"].items():
         for rel, digest in entry["files"].items():
             file = path.parent / rel
             if not file.is_file():
-                raise ArtifactError(f"{file} (fold {fold}) is listed in {path} but missing. {fix[0].upper()}{fix[1:]}.")
+                raise ArtifactError(f"{file} (fold {fold}) is listed in {path} but missing. Run {cmd}.")
             if sha256_file(file) != digest:
                 raise ArtifactError(f"{file} (fold {fold}) changed since {path} was written (SHA-256 differs). "
-                                    f"{fix[0].upper()}{fix[1:]}.")
+                                    f"Run {cmd}.")
     return manifest
 
 

@@ -21,7 +21,7 @@ from pawcore.check import load_split
 from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError
 from pawcore.locks import exclusive
-from pawcore.images import cache_key
+from pawcore.images import images_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.run import RunDir, file_digests, load_manifest, manifest_digest, run_dir, write_manifest
 from stage1_backbone.model import load_fold_model
@@ -75,7 +75,6 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     run.manifest_path(STAGE).unlink(missing_ok=True)  # until the new one is written, stage 2 is unfinished
 
     train, pixels = load_split(data_dir, "train", model_cfg["img_size"], run.image_cache, require_meta=cfg.use_meta)
-    images_key = cache_key(train.image_paths, model_cfg["img_size"])
     fold_of = folds.set_index(ID_COL).loc[train.ids, "fold"].to_numpy()
     targets = train.targets()
     meta = train.meta() if cfg.use_meta else None
@@ -88,7 +87,7 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
         fold1 = run.fold_dir("stage1", k)
         weights_sha = entry["files"][f"fold{k}/model.safetensors"]
         model = load_fold_model(read_json(fold1 / "config.json")["model"], fold1 / "model.safetensors")
-        cache = embedding_cache_path(stage_dir / "emb", k, "train", weights_sha, images_key, flip=False)
+        cache = embedding_cache_path(stage_dir / "emb", k, "train", weights_sha, images_key(pixels), flip=False)
         X = features(fold_embeddings(model, pixels, cache, cfg.batch_size, cfg.device,
                                      num_workers=cfg.num_workers), meta)
         if X.shape[1] != model_cfg["feature_dim"] + (meta.shape[1] if meta is not None else 0):

@@ -103,3 +103,13 @@ def test_lock_is_released_when_its_holder_dies(tmp_path):
     holder.wait()
     with exclusive(lock, "x"):   # no stale lock after a kill
         pass
+
+
+def test_is_locked_sees_a_live_holder(tmp_path):
+    from pawcore.locks import is_locked
+
+    lock = tmp_path / "y.lock"
+    assert not is_locked(lock)
+    with exclusive(lock, "y"):
+        assert is_locked(lock)
+    assert not is_locked(lock)
