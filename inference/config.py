@@ -14,7 +14,11 @@ class InferConfig:
     blend: str = option("0.5", "Weight of the NN head: final = blend x NN + (1 - blend) x SVR, in [0, 1]; "
                         "'auto' picks the weight with the lowest OOF RMSE (step 0.01).")
     tta: bool = option(False, "Horizontal-flip test-time augmentation, applied to both heads alike.")
-    out: str = option("", "Submission path (default: <artifacts-dir>/<run>/submission.csv).")
+    out: str = option("", "Submission path (default: <artifacts-dir>/<run>/submission.csv); report and plots "
+                      "go beside it.")
+    cache_dir: str = option("", "Where decoded test images and their embeddings are cached (default: "
+                            "<artifacts-dir>/cache when writable, else a cache/ folder beside --out). Nothing "
+                            "is ever written under read-only artifacts.")
     batch_size: int = option(64, "Batch size for the test images.")
     device: str = option("auto", "auto (cuda if present), cpu, cuda, ...")
     num_workers: int = option(0, "DataLoader workers.")

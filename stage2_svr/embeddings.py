@@ -24,21 +24,24 @@ def embedding_cache_path(cache_dir: Path, fold: int, split: str, weights_sha256:
     return cache_dir / f"fold{fold}-{split}{'-flip' if flip else ''}-{key}.npy"
 
 
-def fold_embeddings(model: PawpularityNet, pixels: np.ndarray, cache_path: Path, batch_size: int = 64,
+def fold_embeddings(model: PawpularityNet, pixels: np.ndarray, cache_path: Path | None, batch_size: int = 64,
                     device: str = "auto", flip: bool = False, num_workers: int = 0) -> torch.Tensor:
     """(N, D) float32 embeddings of every cached image, from the cache file or computed and saved.
+
+    `cache_path=None` computes without caching (photos held in memory have no stable identity).
 
     Freshly computed embeddings stay on the extraction device (a CUDA tensor can go to cuML through
     DLPack without a host round trip); cached ones come back as a CPU tensor.
     """
-    if cache_path.is_file():
+    if cache_path is not None and cache_path.is_file():
         emb = np.load(cache_path)
         if len(emb) == len(pixels):
             log.info("Embedding cache hit: %s", cache_path)
             return torch.from_numpy(emb)
     emb, _ = embed_and_score(model, pixels, batch_size=batch_size, device=device, flip=flip,
-                             num_workers=num_workers, desc=f"embed {cache_path.stem}")
-    with atomic_path(cache_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, emb.cpu().numpy())
+                             num_workers=num_workers, desc=f"embed {cache_path.stem if cache_path else len(pixels)}")
+    if cache_path is not None:
+        with atomic_path(cache_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, emb.cpu().numpy())
     return emb

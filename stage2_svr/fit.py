@@ -13,7 +13,6 @@ import time
 import joblib
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.preprocessing import StandardScaler
 
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
@@ -23,12 +22,14 @@ from pawcore.errors import ArtifactError
 from pawcore.locks import exclusive
 from pawcore.images import images_key
 from pawcore.metrics import format_table, oof_table
+from pawcore.oof import merge_oof
 from pawcore.run import RunDir, file_digests, load_manifest, manifest_digest, run_dir, write_manifest
 from stage1_backbone.model import load_fold_model
 
 from .backends import make_svr, portable, predict_numpy, resolve_backend, to_backend_input
 from .config import SVRConfig
 from .embeddings import embedding_cache_path, fold_embeddings
+from .features import features, standardize
 
 log = logging.getLogger(__name__)
 STAGE = "stage2"
@@ -39,22 +40,6 @@ def check_folds_unchanged(run: RunDir, stage1: dict) -> pd.DataFrame:
         raise ArtifactError(f"{run.folds_csv} changed after stage 1 was trained. Re-run "
                             f"`python pipeline.py train-backbone --run {run.run}`.")
     return pd.read_csv(run.folds_csv, dtype={ID_COL: str})
-
-
-def features(emb: torch.Tensor, meta: np.ndarray | None) -> torch.Tensor:
-    """The SVR's input: the embedding, plus the metadata flags when --use-meta."""
-    if meta is None:
-        return emb
-    return torch.cat([emb, torch.from_numpy(meta).to(emb.device, emb.dtype)], dim=1)
-
-
-def standardize(X: torch.Tensor, scaler: StandardScaler | None) -> torch.Tensor:
-    """Apply a fitted scaler on X's own device (the GPU path stays on the GPU)."""
-    if scaler is None:
-        return X
-    mean = torch.as_tensor(scaler.mean_, dtype=X.dtype, device=X.device)
-    scale = torch.as_tensor(scaler.scale_, dtype=X.dtype, device=X.device)
-    return (X - mean) / scale
 
 
 def fit_svr(cfg: SVRConfig) -> pd.DataFrame:
@@ -133,11 +118,3 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     print(format_table(table))
     print(f"Artifacts: {stage_dir}\n")
     return table
-
-
-def merge_oof(run: RunDir, blend: float = 0.5) -> pd.DataFrame:
-    """oof_nn.csv and oof_svr.csv side by side (Id, fold, target, nn, svr, blend)."""
-    nn = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={ID_COL: str})
-    svr = pd.read_csv(run.stage(STAGE) / "oof_svr.csv", dtype={ID_COL: str})
-    both = nn.rename(columns={"pred": "nn"}).merge(svr[[ID_COL, "pred"]].rename(columns={"pred": "svr"}), on=ID_COL)
-    return both.assign(blend=blend * both["nn"] + (1 - blend) * both["svr"])

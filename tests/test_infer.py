@@ -58,7 +58,7 @@ def test_tta_changes_predictions_but_not_format(run_copy, tiny_data):
     tta = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), tta=True, out=str(run_copy / "b.csv")))
     assert plain["Id"].tolist() == tta["Id"].tolist() and tta["Pawpularity"].between(1, 100).all()
     assert not np.allclose(plain["Pawpularity"], tta["Pawpularity"])
-    assert len(list((run_copy / "default/stage2/emb").glob("fold*-test-flip-*.npy"))) == 2
+    assert len(list((run_copy / "cache/emb/default").glob("fold*-test-flip-*.npy"))) == 2
 
 
 def test_infer_offline_from_copied_artifacts_without_training_images(run_copy, tiny_data, tmp_path):
