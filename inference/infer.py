@@ -24,7 +24,8 @@ from pawcore.run import RunDir, run_dir
 
 from .blend import best_weight, blend_curve, parse_blend
 from .config import InferConfig
-from .predictor import RunPredictor, SplitImages
+from .ensemble import Ensemble, EnsembleSpec, head_name
+from .predictor import SplitImages
 from .report import write_report
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,10 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
         raise ConfigError("--data-dir is required: a folder with test.csv and test/<Id>.jpg.")
     run = run_dir(cfg.artifacts_dir, cfg.run)
     out, cache = output_paths(cfg, run)
-    predictor = RunPredictor(run, cfg.device, cfg.batch_size, cfg.num_workers, emb_cache_dir=cache / "emb" / cfg.run)
-    test = read_split(cfg.data_dir, "test", require_meta=predictor.needs_meta)
-    heads = predictor.heads(SplitImages(test.image_paths, cache, "test"),
-                            test.meta() if predictor.needs_meta else None, cfg.tta)
-    nn, svr = heads["nn"], heads["svr"]
-
+    spec = EnsembleSpec(cfg.artifacts_dir, [cfg.run], {}, cfg.tta)
+    ensemble = Ensemble(spec, cfg.device, cfg.batch_size, cfg.num_workers, emb_cache_dir=cache / "emb")
+    test = read_split(cfg.data_dir, "test", require_meta=ensemble.needs_meta)
+    heads = ensemble.heads(SplitImages(test.image_paths, cache, "test"), test.meta() if ensemble.needs_meta else None)
     oof = merge_oof(run)
     curve = blend_curve(oof)
     chosen_by = "given by --blend"
@@ -72,12 +71,14 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
               f"NN only {curve['rmse'].iat[-1]:.3f}, SVR only {curve['rmse'].iat[0]:.3f})")
     oof = oof.assign(blend=np.clip(weight * oof["nn"] + (1 - weight) * oof["svr"], 1, 100))
 
-    submission = pd.DataFrame({ID_COL: test.ids, "Pawpularity": np.clip(weight * nn + (1 - weight) * svr, 1, 100)})
+    spec.weights = {head_name(cfg.run, "nn"): weight, head_name(cfg.run, "svr"): 1 - weight}
+    submission = pd.DataFrame({ID_COL: test.ids, "Pawpularity": ensemble.score(heads)})
     table = oof_table(oof, {"NN head": "nn", "SVR head": "svr", f"blend {weight:.2f}": "blend"},
-                      predictor.stage1["mean_baseline"])
+                      ensemble.predictors[cfg.run].stage1["mean_baseline"])
     with exclusive(out.parent / ".infer.lock", f"{out} and its report"):
         with atomic_path(out) as tmp:  # never a partial submission.csv
             submission.to_csv(tmp, index=False)
+        spec.save(out.parent / "ensemble.json")  # what score/serve replay for one photo
         report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission)
     print(f"\nOOF RMSE (run {cfg.run!r}, final = {weight:.2f} x NN + {1 - weight:.2f} x SVR, TTA {'on' if cfg.tta else 'off'}):")
     print(format_table(table))

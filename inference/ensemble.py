@@ -1,0 +1,73 @@
+"""The final score: a weighted sum of heads (each run's NN and SVR head), recorded in ensemble.json.
+
+`infer` writes ensemble.json beside the submission; `score` and `serve` read it, so a single photo is
+scored with exactly the runs, heads, weights and TTA setting of the submission.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pawcore.artifacts import read_json, write_json
+from pawcore.errors import ArtifactError
+from pawcore.run import run_dir
+
+from .predictor import ImageSet, RunPredictor
+
+HEAD_KINDS = ("nn", "svr")
+
+
+def head_name(run: str, kind: str) -> str:
+    """'default:nn', 'swin:svr', ...: one column per head in OOF matrices, weights and reports."""
+    return f"{run}:{kind}"
+
+
+@dataclass
+class EnsembleSpec:
+    """What a submission was made of: runs (in one artifacts dir), one weight per head, TTA on/off."""
+
+    artifacts_dir: str
+    runs: list[str]
+    weights: dict[str, float]
+    tta: bool = False
+
+    def save(self, path: Path) -> None:
+        write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> "EnsembleSpec":
+        if not Path(path).is_file():
+            raise ArtifactError(f"{path} not found: it is written by `python pipeline.py infer` beside the "
+                                f"submission. Run infer first, or point to the ensemble.json it wrote.")
+        return cls(**read_json(path))
+
+
+class Ensemble:
+    """The runs of a spec, loaded once; `heads` gives every head's scores, `score` their weighted sum."""
+
+    def __init__(self, spec: EnsembleSpec, device: str = "auto", batch_size: int = 64, num_workers: int = 0,
+                 emb_cache_dir: Path | None = None):
+        self.spec = spec
+        self.predictors = {
+            run: RunPredictor(run_dir(spec.artifacts_dir, run), device, batch_size, num_workers,
+                              emb_cache_dir / run if emb_cache_dir is not None else None)
+            for run in spec.runs}
+
+    @property
+    def needs_meta(self) -> bool:
+        return any(p.needs_meta for p in self.predictors.values())
+
+    def heads(self, images: ImageSet, meta: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        out = {}
+        for run, predictor in self.predictors.items():
+            for kind, pred in predictor.heads(images, meta, self.spec.tta).items():
+                out[head_name(run, kind)] = pred
+        return out
+
+    def score(self, heads: dict[str, np.ndarray]) -> np.ndarray:
+        """The final Pawpularity: sum of weight x head over the spec's heads, clipped to [1, 100]."""
+        total = sum(w * heads[name] for name, w in self.spec.weights.items())
+        return np.clip(total, 1, 100)
