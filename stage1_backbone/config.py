@@ -28,7 +28,7 @@ class TrainConfig:
     patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops.")
     use_meta: bool = option(False, "Feed the 12 metadata flags of train.csv to the head.")
     num_workers: int = option(-1, "DataLoader worker processes; -1 = auto: 0 when training on the CPU (workers "
-                              "would take cores from the model), min(8, cores) on a GPU.")
+                              "would take cores from the model), min(16, cores) on a GPU (albumentations on the CPU feeds the GPU: benchmarks/RESULTS.md G3-G4).")
     accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...")
     devices: str = option("auto", "Lightning devices: auto, 1, 2, '0,1', ...")
     precision: str = option("auto", "auto = bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on CPU.")

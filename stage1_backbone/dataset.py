@@ -6,12 +6,15 @@ preprocesses identically.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import albumentations as A
-import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler
+# albumentations asks the network for a newer version at import unless told not to: this pipeline is offline.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import Dataset, Sampler  # noqa: E402
 
 
 def train_augmentations(seed: int) -> A.Compose:

@@ -182,7 +182,7 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
 def fold_loaders(cfg: TrainConfig, pixels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
                  targets: np.ndarray, meta: np.ndarray | None, seed: int) -> tuple[DataLoader, DataLoader]:
     """The training loader (augmented, seeded by epoch) and the validation loader of one fold."""
-    n_workers = cfg.num_workers if cfg.num_workers >= 0 else (min(8, os.cpu_count() or 1) if _on_gpu(cfg) else 0)
+    n_workers = cfg.num_workers if cfg.num_workers >= 0 else (min(16, os.cpu_count() or 1) if _on_gpu(cfg) else 0)
     workers = dict(num_workers=n_workers, persistent_workers=n_workers > 0, pin_memory=_on_gpu(cfg))
     train_set = CachedImages(pixels, train_rows, targets, meta, augment=train_augmentations(seed), seed=seed)
     # Drop the last partial batch on real data (steadier BatchNorm statistics) and always when it would

@@ -142,3 +142,27 @@ def test_changed_folds_are_refused(run_copy):
     folds.write_text(folds.read_text().replace(",0\n", ",1\n", 1))
     with pytest.raises(ArtifactError, match="folds.csv changed after stage 1"):
         fit_svr(SVRConfig(artifacts_dir=str(run_copy)))
+
+
+def test_embedding_batches_sliced_from_the_cache_equal_the_per_image_loader():
+    """The one-copy-per-batch path (num_workers=0) must give what the per-image Dataset path gives."""
+    torch.manual_seed(0)
+    model = PawpularityNet(create_backbone("test_efficientnet", "none"))
+    pixels = np.random.default_rng(1).integers(0, 256, size=(7, 32, 32, 3), dtype=np.uint8)
+    for rows in (np.arange(7), np.array([5, 0, 3])):  # contiguous and scattered rows
+        sliced, s_scores = embed_and_score(model, pixels, rows, batch_size=3, device="cpu", num_workers=0)
+        loaded, l_scores = embed_and_score(model, pixels, rows, batch_size=3, device="cpu", num_workers=1)
+        assert sliced.shape == (len(rows), 256)
+        torch.testing.assert_close(sliced, loaded)
+        torch.testing.assert_close(s_scores, l_scores)
+
+
+def test_albumentations_is_told_not_to_go_online():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    out = subprocess.run([sys.executable, "-c", "import os, stage1_backbone.dataset; "
+                          "print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'))"], env=env, capture_output=True, text=True,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "1", out.stderr
