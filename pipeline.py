@@ -6,7 +6,8 @@
     python pipeline.py fit-svr [--run R]                      # stage 2: SVR per fold on frozen embeddings
     python pipeline.py infer --data-dir D --blend 0.5         # blend both heads -> submission.csv
 
-Every command takes --config x.yaml (defaults; the command line wins) and --help.
+Every stage command takes --config x.yaml (defaults; the command line wins) and --help. Installed, the
+same commands run as `pawpularity COMMAND ...` or `python -m pipeline COMMAND ...`.
 """
 from __future__ import annotations
 
@@ -42,8 +43,15 @@ def _infer(args: argparse.Namespace) -> None:
 
 def _check_data(args: argparse.Namespace) -> int:
     from pawcore.check import check_data
+    from pawcore.data import SPLITS
+    from pawcore.errors import ConfigError
 
-    problems = check_data(args.data_dir, tuple(args.splits.split(",")), args.use_meta)
+    splits = tuple(part.strip() for part in args.splits.split(",") if part.strip())
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        raise ConfigError(f"--splits {args.splits!r}: unknown split(s) {unknown}; choose from {list(SPLITS)}, "
+                          f"comma-separated (e.g. --splits train,test).")
+    problems = check_data(args.data_dir, splits, args.use_meta)
     if problems:
         print(f"{len(problems)} problem(s) in {args.data_dir}:", *problems, sep="\n  ")
         return 1
@@ -52,13 +60,13 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> None:
-    from inference.status import print_status
+    from workflows.status import print_status
 
     print_status(args.artifacts_dir, args.run)
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from inference.demo import run_demo
+    from workflows.demo import run_demo
 
     run_demo(args.artifacts_dir, args.run, args.data_dir, args.blend)
 
@@ -70,53 +78,70 @@ def _make_demo_data(args: argparse.Namespace) -> None:
     print(f"Wrote a generated dataset to {out}")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pawpularity-pipeline")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pawcore.config import add_config_arguments
     from stage1_backbone.config import TrainConfig
     from stage2_svr.config import SVRConfig
     from inference.config import InferConfig
 
-    parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__,
+    parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging (also accepted after the command).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # -v after the command too (`pipeline.py fit-svr -v`); SUPPRESS keeps a -v given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="Debug logging.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="Generated data -> train-backbone -> fit-svr -> infer, on CPU in minutes.")
-    p.add_argument("--artifacts-dir", default="artifacts")
-    p.add_argument("--run", default="demo")
+    def command(name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=kwargs.pop("description", help), parents=[common],
+                              **kwargs)
+
+    p = command("demo", "Generated data -> train-backbone -> fit-svr -> infer, on CPU in minutes.")
+    p.add_argument("--artifacts-dir", default="artifacts", help="Root of all outputs (default: %(default)s).")
+    p.add_argument("--run", default="demo", help="Run name (default: %(default)s).")
     p.add_argument("--data-dir", default="", help="Real data instead of the generated set (same small settings).")
-    p.add_argument("--blend", default="0.5", help="NN weight of the blend, or 'auto'.")
+    p.add_argument("--blend", default="0.5", help="NN weight of the blend, or 'auto' (default: %(default)s).")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("check-data", help="Validate a dataset (CSVs and every image) and list every problem.")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--splits", default="train,test", help="Comma-separated: train, test or both.")
+    p = command("check-data", "Validate a dataset (CSVs and every image) and list every problem.")
+    p.add_argument("--data-dir", required=True, help="Folder in the competition layout (required).")
+    p.add_argument("--splits", default="train,test", help="Comma-separated: train, test or both (default: %(default)s).")
     p.add_argument("--use-meta", action="store_true", help="Also require the 12 metadata flag columns.")
     p.set_defaults(func=_check_data)
 
-    p = sub.add_parser("train-backbone", help="Stage 1: fine-tune a timm backbone per fold (BCE head).")
+    p = command("train-backbone", "Stage 1: fine-tune a timm backbone per fold (BCE head).")
     add_config_arguments(p, TrainConfig)
     p.set_defaults(func=_train_backbone)
 
-    p = sub.add_parser("fit-svr", help="Stage 2: fit an SVR per fold on frozen embeddings of stage 1's backbones.")
+    p = command("fit-svr", "Stage 2: fit an SVR per fold on frozen embeddings of stage 1's backbones.")
     add_config_arguments(p, SVRConfig)
     p.set_defaults(func=_fit_svr)
 
-    p = sub.add_parser("infer", help="Blend both heads of every fold on the test photos -> submission.csv.",
-                       description="final = blend x NN + (1 - blend) x SVR, clipped to [1, 100].")
+    p = command("infer", "Blend both heads of every fold on the test photos -> submission.csv.",
+                description="final = blend x NN + (1 - blend) x SVR, clipped to [1, 100].")
     add_config_arguments(p, InferConfig)
     p.set_defaults(func=_infer)
 
-    p = sub.add_parser("status", help="Which folds of each stage are done; assembles stage 1's manifest.")
-    p.add_argument("--artifacts-dir", default="artifacts")
-    p.add_argument("--run", default="default")
+    p = command("status", "Which folds of each stage are done, being trained or missing (reads only).")
+    p.add_argument("--artifacts-dir", default="artifacts", help="Root of all outputs (default: %(default)s).")
+    p.add_argument("--run", default="", help="One run (default: every run in --artifacts-dir).")
     p.set_defaults(func=_status)
 
-    p = sub.add_parser("make-demo-data", help="Write a small generated dataset in the Kaggle layout.")
-    p.add_argument("--out", default="artifacts/demo-data")
-    p.add_argument("--n-train", type=int, default=240)
-    p.add_argument("--n-test", type=int, default=60)
-    p.add_argument("--seed", type=int, default=0)
+    p = command("make-demo-data", "Write a small generated dataset in the Kaggle layout.")
+    p.add_argument("--out", default="artifacts/demo-data", help="Folder to write (default: %(default)s).")
+    p.add_argument("--n-train", type=int, default=240, help="Training photos (default: %(default)s).")
+    p.add_argument("--n-test", type=int, default=60, help="Test photos (default: %(default)s).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed (default: %(default)s).")
     p.set_defaults(func=_make_demo_data)
     return parser
 

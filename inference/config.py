@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pawcore.config import option
+from pawcore.config import RunSettings, option
 
 
 @dataclass
-class InferConfig:
-    data_dir: str = option("", "Folder with test.csv and test/<Id>.jpg (training data not needed).")
-    artifacts_dir: str = option("artifacts", "Root of all outputs.")
-    run: str = option("default", "Run whose stage-1 and stage-2 artifacts to use.")
+class InferConfig(RunSettings):
+    data_dir: str = option("", "Folder with test.csv and test/<Id>.jpg (training data not needed).", group="data",
+                           required=True)
     blend: str = option("0.5", "Weight of the NN head: final = blend x NN + (1 - blend) x SVR, in [0, 1]; "
                         "'auto' picks the weight with the lowest OOF RMSE (step 0.01).")
     tta: bool = option(False, "Horizontal-flip test-time augmentation, applied to both heads alike.")

@@ -3,38 +3,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pawcore.config import option
+from pawcore.config import RunSettings, option
+
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
 
 @dataclass
-class TrainConfig:
-    data_dir: str = option("", "Competition layout: train.csv, train/<Id>.jpg (test.* used by infer).")
-    artifacts_dir: str = option("artifacts", "Root of all outputs.")
-    run: str = option("default", "Run name: outputs go to <artifacts-dir>/<run>/.")
-    backbone: str = option("tf_efficientnet_lite0", "Any timm model name.")
+class TrainConfig(RunSettings):
+    data_dir: str = option("", "Competition layout: train.csv, train/<Id>.jpg (test.* used by infer).",
+                           group="data", required=True)
+    backbone: str = option("tf_efficientnet_lite0", "Any timm model name.", group="model")
     pretrained: str = option("auto", "Where ImageNet weights come from: auto = installed package for "
                              "tf_efficientnet_lite0 (else error), none = random init, hub = allow a download.",
-                             choices=("auto", "none", "hub"))
-    pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.")
-    img_size: int = option(224, "Square input size in pixels.")
-    n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).")
-    folds: str = option("", "Train only these folds, e.g. '0,2' (default: all).")
-    seed: int = option(42, "Seed for folds, init, augmentation and data order.")
-    epochs: int = option(5, "Maximum epochs per fold.")
-    batch_size: int = option(32, "Batch size.")
-    lr: float = option(3e-4, "Peak AdamW learning rate (after warm-up).")
-    weight_decay: float = option(1e-2, "AdamW weight decay.")
-    warmup_epochs: float = option(0.5, "Linear warm-up length in epochs, then cosine decay to 0.")
-    patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops.")
-    use_meta: bool = option(False, "Feed the 12 metadata flags of train.csv to the head.")
+                             choices=("auto", "none", "hub"), group="model")
+    pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.", group="model")
+    img_size: int = option(224, "Square input size in pixels.", group="model")
+    n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).", group="data")
+    folds: str = option("", "Train only these folds, e.g. '0,2' (default: all).", group="data")
+    seed: int = option(42, "Seed for folds, init, augmentation and data order.", group="training")
+    epochs: int = option(5, "Maximum epochs per fold.", group="training")
+    batch_size: int = option(32, "Batch size.", group="training")
+    lr: float = option(3e-4, "Peak AdamW learning rate (after warm-up).", group="training")
+    weight_decay: float = option(1e-2, "AdamW weight decay.", group="training")
+    warmup_epochs: float = option(0.5, "Linear warm-up length in epochs, then cosine decay to 0.", group="training")
+    patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops.", group="training")
+    use_meta: bool = option(False, "Feed the 12 metadata flags of train.csv to the head.", group="model")
     num_workers: int = option(-1, "DataLoader worker processes; -1 = auto: 0 when training on the CPU (workers "
-                              "would take cores from the model), min(16, cores) on a GPU (albumentations on the CPU feeds the GPU: benchmarks/RESULTS.md G3-G4).")
-    accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...")
-    devices: str = option("auto", "Lightning devices: auto, 1, 2, '0,1', ...")
-    precision: str = option("auto", "auto = bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on CPU.")
-    strategy: str = option("auto", "Lightning strategy, e.g. ddp for data-parallel training on several devices.")
-    num_nodes: int = option(1, "Machines for DDP (each runs the same command; see README).")
-    compile: bool = option(False, "torch.compile the backbone (GPU; slower start, faster steps).")
+                              "would take cores from the model), min(16, cores) on a GPU (albumentations on the CPU feeds the GPU: benchmarks/RESULTS.md G3-G4).", group="hardware")
+    accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...", group="hardware")
+    devices: str = option("auto", "Lightning devices: auto, 1, 2, '0,1', ...", group="hardware")
+    precision: str = option("auto", "auto = bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on CPU.", group="hardware")
+    strategy: str = option("auto", "Lightning strategy, e.g. ddp for data-parallel training on several devices.", group="hardware")
+    num_nodes: int = option(1, "Machines for DDP (each runs the same command; see README).", group="hardware")
+    logger: str = option("csv", "Experiment logger besides the CSV log every fold always writes: csv (only that), "
+                         "tensorboard, wandb or mlflow (their package must be installed).", choices=LOGGERS,
+                         group="training")
+    compile: bool = option(False, "torch.compile the backbone (GPU; slower start, faster steps).", group="hardware")
 
 
 # Settings that change what a fold learns: a finished fold is re-used only if these match. The rest

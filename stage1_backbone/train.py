@@ -23,7 +23,6 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
@@ -41,6 +40,7 @@ from pawcore.run import RunDir, file_digests, run_dir, write_manifest
 from .config import MODEL_KEYS, TrainConfig
 from .dataset import CachedImages, EpochSampler, train_augmentations
 from .lit import EpochSummary, LitPawpularity
+from .loggers import check_logger, fold_loggers
 from .model import PawpularityNet, save_weights
 from .predict import embed_and_score
 from .pretrained import check_weights_source, create_backbone
@@ -63,6 +63,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     run = run_dir(cfg.artifacts_dir, cfg.run)
     folds_to_train = parse_folds(cfg.folds, cfg.n_folds)
     check_weights_source(cfg.backbone, cfg.pretrained, cfg.pretrained_file)  # before decoding any image
+    check_logger(cfg.logger)
 
     train, pixels = load_split(cfg.data_dir, "train", cfg.img_size, run.image_cache, require_meta=cfg.use_meta)
     folds = load_or_make_folds(run.folds_csv, train.frame, cfg.n_folds, cfg.seed)
@@ -141,6 +142,7 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
         if resume is None:
             shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
             shutil.rmtree(fold_dir / "logs", ignore_errors=True)
+            shutil.rmtree(fold_dir / "tensorboard", ignore_errors=True)
         write_json(fold_dir / "config.json", fold_config(cfg, k, model))
 
     train_loader, val_loader = fold_loaders(cfg, pixels, train_rows, val_rows, targets, meta, seed)
@@ -157,7 +159,7 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
         strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
         callbacks=[best, last, EarlyStopping("val_rmse", mode="min", patience=cfg.patience),
                    EpochSummary(k)],
-        logger=CSVLogger(fold_dir, name="", version="logs"), num_sanity_val_steps=0,
+        logger=fold_loggers(cfg.logger, fold_dir, cfg.run, k), num_sanity_val_steps=0,
         enable_progress_bar=interactive(), enable_model_summary=False,
         log_every_n_steps=max(1, min(50, len(train_loader))),
     )

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pawcore.config import option
+from pawcore.config import RunSettings, option
 
 from .backends import BACKENDS
 
 
 @dataclass
-class SVRConfig:
-    data_dir: str = option("", "Competition layout; default: the data dir stage 1 was trained on.")
-    artifacts_dir: str = option("artifacts", "Root of all outputs.")
-    run: str = option("default", "Run name (the stage-1 run to build on).")
+class SVRConfig(RunSettings):
+    data_dir: str = option("", "Competition layout; default: the data dir stage 1 was trained on.", group="data")
     svr_backend: str = option("auto", "auto = cuML if it imports and a CUDA GPU is present, else "
                               "scikit-learn-intelex if installed, else scikit-learn.", choices=BACKENDS)
     kernel: str = option("rbf", "SVR kernel.", choices=("rbf", "linear", "poly", "sigmoid"))
