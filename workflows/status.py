@@ -1,29 +1,26 @@
 """`pipeline.py status`: which folds of each stage are done, being trained, or missing.
 
-When folds run as independent jobs (several machines, one shared run directory), each job assembles
-the stage-1 manifest from every finished fold when it ends. `status` does the same assembly on
-demand, so the manifest is complete even if the jobs finished in an unlucky order.
+Reads only: it decodes no image and writes nothing (each train-backbone job assembles the stage-1 manifest
+itself when it ends). It looks at small files (done.json, lock files, manifests), so it stays fast on a
+big run.
 """
 from __future__ import annotations
 
+from pathlib import Path
 
 from pawcore.artifacts import read_json
-from pawcore.check import load_split
-from pawcore.config import config_from_dict
-from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError
 from pawcore.folds import read_folds
 from pawcore.locks import is_locked
-from pawcore.metrics import fold_baselines, format_table
 from pawcore.run import RunDir, manifest_digest, run_dir
-from stage1_backbone.config import TrainConfig
-from stage1_backbone.train import STAGE, assemble_stage
+
+STAGE1, STAGE2 = "stage1", "stage2"
 
 
 def fold_states(run: RunDir, n_folds: int) -> dict[str, list[int]]:
     states: dict[str, list[int]] = {"done": [], "training now": [], "interrupted": [], "not started": []}
     for k in range(n_folds):
-        fold = run.fold_dir(STAGE, k)
+        fold = run.fold_dir(STAGE1, k)
         if (fold / "done.json").is_file():
             states["done"].append(k)
         elif is_locked(fold / ".lock"):
@@ -37,27 +34,21 @@ def fold_states(run: RunDir, n_folds: int) -> dict[str, list[int]]:
 
 def status(artifacts_dir: str, run_name: str) -> str:
     run = run_dir(artifacts_dir, run_name)
-    folds = read_folds(run.folds_csv)
-    n_folds = int(folds["fold"].max()) + 1
-    states = fold_states(run, n_folds)
+    states = fold_states(run, int(read_folds(run.folds_csv)["fold"].max()) + 1)
     lines = [f"run {run_name!r} in {run.root}", "stage1 (train-backbone): " + "; ".join(
         f"{name} {ks}" for name, ks in states.items() if ks)]
-    manifest_path = run.manifest_path(STAGE)
+    manifest_path = run.manifest_path(STAGE1)
     listed = sorted(int(k) for k in read_json(manifest_path)["folds"]) if manifest_path.is_file() else []
-    if states["done"] and listed != states["done"]:
-        done = read_json(run.fold_dir(STAGE, states["done"][0]) / "done.json")
-        cfg = config_from_dict(TrainConfig, done["train"], source="done.json")
-        train, _ = load_split(cfg.data_dir, "train", cfg.img_size, run.image_cache, cfg.use_meta)
-        fold_of = folds.set_index(ID_COL).loc[train.ids, "fold"].to_numpy()
-        table = assemble_stage(run, cfg, fold_baselines(train.targets(), fold_of))
-        listed = sorted(int(k) for k in read_json(manifest_path)["folds"])
-        lines.append(f"  manifest re-assembled with folds {listed}:\n" + format_table(table))
-    else:
-        lines.append(f"  manifest: folds {listed}" if listed else "  manifest: none yet")
-    stage2 = run.manifest_path("stage2")
+    lines.append(f"  manifest: folds {listed}" if listed else "  manifest: none yet")
+    unlisted = sorted(set(states["done"]) - set(listed))
+    if unlisted and not states["training now"]:
+        lines.append(f"  folds {unlisted} are done but not in the manifest (trained with other settings, or their "
+                     f"job died before assembling): re-run train-backbone for run {run_name!r} with the settings "
+                     f"you want; finished folds are skipped and the manifest is re-assembled.")
+    stage2 = run.manifest_path(STAGE2)
     if stage2.is_file():
         manifest = read_json(stage2)
-        current = manifest_path.is_file() and manifest["stage1_manifest_sha256"] == manifest_digest(run, STAGE)
+        current = manifest_path.is_file() and manifest["stage1_manifest_sha256"] == manifest_digest(run, STAGE1)
         lines.append(f"stage2 (fit-svr): folds {sorted(int(k) for k in manifest['folds'])}, "
                      + ("built on the current stage 1" if current else "STALE: stage 1 changed since; re-run fit-svr"))
     else:
@@ -67,8 +58,15 @@ def status(artifacts_dir: str, run_name: str) -> str:
     return "\n".join(lines)
 
 
-def print_status(artifacts_dir: str, run_name: str) -> None:
-    if not run_dir(artifacts_dir, run_name).folds_csv.is_file():
-        raise ArtifactError(f"No run {run_name!r} in {artifacts_dir} (no folds.csv). Start it with "
-                            f"`python pipeline.py train-backbone --run {run_name} --data-dir D`.")
-    print(status(artifacts_dir, run_name))
+def runs_in(artifacts_dir: str) -> list[str]:
+    """Every run folder (one with a folds.csv) under the artifacts dir."""
+    return sorted(p.parent.name for p in Path(artifacts_dir).glob("*/folds.csv"))
+
+
+def print_status(artifacts_dir: str, run_name: str = "") -> None:
+    names = [run_name] if run_name else runs_in(artifacts_dir)
+    if not names or not run_dir(artifacts_dir, names[0]).folds_csv.is_file():
+        what = f"No run {run_name!r}" if run_name else "No runs"
+        raise ArtifactError(f"{what} in {artifacts_dir} (no folds.csv). Start one with "
+                            f"`python pipeline.py train-backbone --run NAME --data-dir D`, or pass --artifacts-dir.")
+    print("\n\n".join(status(artifacts_dir, name) for name in names))
