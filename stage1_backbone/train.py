@@ -29,7 +29,7 @@ from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, wr
 from pawcore.check import load_split
 from pawcore.config import parse_folds
 from pawcore.data import ID_COL, META_COLS
-from pawcore.errors import ConfigError
+from pawcore.errors import ArtifactError, ConfigError
 from pawcore.folds import load_or_make_folds
 from pawcore.locks import exclusive
 from pawcore.metrics import fold_baselines, format_table, oof_table, rmse
@@ -255,6 +255,10 @@ def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -
                 continue
             entries[str(done["fold"])] = {"files": done["files"], "val_rmse": done["val_rmse"]}
             oofs.append(pd.read_csv(done_path.parent / "oof.csv", dtype={ID_COL: str}))
+        if not entries:
+            raise ArtifactError(f"No finished fold of run {cfg.run!r} in {stage_dir} was trained with {compat}, so "
+                                f"there is no stage 1 to assemble. Train folds with these settings (train-backbone "
+                                f"--run {cfg.run} --folds ...), or use another --run.")
         oof = pd.concat(oofs, ignore_index=True)
         write_csv(stage_dir / "oof_nn.csv", oof)
         first = read_json(stage_dir / f"fold{next(iter(entries))}" / "config.json")["model"]

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from pawcore.run import load_manifest, run_dir
 from pipeline import main
@@ -55,3 +56,19 @@ def test_folds_as_independent_jobs(tiny_data, tmp_path, capsys):
     assert main(["status", "--artifacts-dir", str(tmp_path)]) == 0
     assert "done [0, 1]" in capsys.readouterr().out
     assert main(["fit-svr", "--artifacts-dir", str(tmp_path), "--svr-backend", "sklearn"]) == 0
+
+
+def test_assembling_with_no_matching_fold_is_a_clear_error(run_copy):
+    import dataclasses
+
+    from pawcore.errors import ArtifactError
+    from pawcore.artifacts import read_json
+    from stage1_backbone.config import TrainConfig
+    from stage1_backbone.train import assemble_stage
+
+    run = run_dir(run_copy, "default")
+    trained = TrainConfig(**read_json(run.fold_dir("stage1", 0) / "done.json")["train"])
+    other = dataclasses.replace(trained, img_size=trained.img_size * 2)
+    with pytest.raises(ArtifactError, match=r"No finished fold of run 'default'.*'img_size': 64"):
+        assemble_stage(run, other, {"overall": 1.0})
+    assert len(assemble_stage(run, trained, {"0": 1.0, "1": 1.0, "overall": 1.0})) == 3  # the matching ones do
