@@ -145,7 +145,7 @@ def part_train(n: int = 8192, size: int = 224, batch: int = 64) -> list[dict]:
         model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "none")).to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
         train_loader, _ = fold_loaders(cfg, cached, rows, rows[:batch], targets, None, seed=0)
-        lit = LitPawpularity(model, 3e-4, 1e-2, 0, 2 * len(train_loader))
+        lit = LitPawpularity(model, 3e-4, 1e-2, 0)
         times: list[float] = []
 
         class Clock(pl.Callback):
@@ -261,7 +261,7 @@ def part_speed(steps: int = 40) -> list[dict]:
         model = PawpularityNet(create_backbone(backbone, "none")).to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
         train_loader, _ = fold_loaders(cfg, pixels, np.arange(n_train), np.arange(batch), targets, None, seed=0)
-        lit = LitPawpularity(model, 3e-5, 1e-2, 0, steps)
+        lit = LitPawpularity(model, 3e-5, 1e-2, 0)
         stamps: list[float] = []
 
         class Clock(pl.Callback):

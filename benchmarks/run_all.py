@@ -157,7 +157,7 @@ def part_train(n: int, size: int, batch: int, workers: int) -> dict:
     def pipeline_epoch() -> float:
         model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "auto"))
         train_loader, _ = fold_loaders(cfg, cached, rows, rows[:batch], targets, None, seed=0)
-        lit = LitPawpularity(model, 3e-4, 1e-2, 0, len(train_loader))
+        lit = LitPawpularity(model, 3e-4, 1e-2, 0)
         times = {}
 
         class Clock(pl.Callback):

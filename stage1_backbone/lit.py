@@ -16,14 +16,14 @@ log = logging.getLogger(__name__)
 
 
 class LitPawpularity(pl.LightningModule):
-    def __init__(self, model: PawpularityNet, lr: float, weight_decay: float, warmup_steps: int, total_steps: int,
+    def __init__(self, model: PawpularityNet, lr: float, weight_decay: float, warmup_epochs: float,
                  compile: bool = False):
         super().__init__()
         self.model = model
         if compile:  # compile the backbone in place: state-dict keys stay the same
             model.backbone.compile()
-        self.lr, self.weight_decay = lr, weight_decay
-        self.warmup_steps, self.total_steps = warmup_steps, max(total_steps, 1)
+        self.lr, self.weight_decay, self.warmup_epochs = lr, weight_decay, warmup_epochs
+        self.total_steps = self.warmup_steps = 0  # set in configure_optimizers, once Lightning knows them
         self.loss = nn.BCEWithLogitsLoss()
         # torchmetrics syncs across ranks, so val RMSE means the same under DDP as on one device.
         self.val_rmse = MeanSquaredError(squared=False)
@@ -41,16 +41,31 @@ class LitPawpularity(pl.LightningModule):
         self.log("val_rmse", self.val_rmse, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(score))
 
     def configure_optimizers(self):
+        """AdamW; linear warm-up, then cosine decay to 0 at the last optimizer step of this rank.
+
+        The step count is Lightning's own `estimated_stepping_batches`: it counts the batches each rank
+        runs after the loader is sharded across DDP ranks (and gradient accumulation), so the cosine
+        ends at 0 on 1 device or 8. (Counting len(train_loader) before sharding stretched it N-fold:
+        with 2 devices the LR ended near half its peak.)
+        """
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
-        def warmup_cosine(step: int) -> float:
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
+        self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = self.total_steps / max(1, self.trainer.max_epochs)
+        self.warmup_steps = min(int(self.warmup_epochs * per_epoch), self.total_steps - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.total_steps - self.warmup_steps, eta_min=0.0)
+        if self.warmup_steps == 0:
+            sched = cosine
+        else:
+            warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / self.warmup_steps, end_factor=1.0,
+                                                       total_iters=self.warmup_steps)
+            sched = torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[self.warmup_steps])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def schedule_summary(self) -> dict:
+        """What the schedule was and where it ended: recorded in done.json (tests check DDP with it)."""
+        return {"total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "steps_run": int(self.trainer.global_step), "peak_lr": self.lr,
+                "final_lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
 
 
 class EpochSummary(pl.Callback):

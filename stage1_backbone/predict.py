@@ -1,6 +1,9 @@
 """One eval-mode pass over cached images giving both heads' inputs: embeddings and NN scores."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -17,6 +20,25 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """Plain fp32 maths on any device: no autocast, no TF32 convolutions or matmuls.
+
+    The SVR is fitted on these features on one machine (often a GPU) and applied to test features
+    computed on another (often a CPU). Under bf16 autocast a GPU's features differed from a CPU's by
+    0.019 (H100); TF32, on by default for cuDNN convolutions, also rounds to 10 mantissa bits. So the
+    pass that feeds the SVR (and the NN head's OOF and test scores) is full fp32 everywhere.
+    """
+    matmul = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.autocast(device.type, enabled=False), \
+                torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+
+
 @torch.inference_mode()
 def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray | None = None,
                     meta: np.ndarray | None = None, batch_size: int = 64, device: str | torch.device = "auto",
@@ -24,8 +46,8 @@ def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray 
     """Pooled embeddings (N, D) float32 and NN scores (N,) on 0..100, as tensors on `device`.
 
     Eval mode, no augmentation: the same image always gives the same embedding. `flip=True` mirrors
-    every image horizontally (test-time augmentation). On CUDA the pass runs under bf16/fp16 autocast;
-    embeddings are returned as float32.
+    every image horizontally (test-time augmentation). Always full fp32 (see `exact_fp32`), on any
+    device, so features agree between the machine that fits the SVR and the one that infers.
     """
     device = pick_device(device) if isinstance(device, str) else device
     model = model.eval().to(device)
@@ -35,16 +57,15 @@ def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray 
                             num_workers=num_workers, pin_memory=device.type == "cuda")
     else:
         loader = _slices(pixels, rows, meta, batch_size, pin=device.type == "cuda")
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     embs, scores = [], []
     for batch in progress(loader, desc=desc):
         images = batch["image"].to(device, non_blocking=True).contiguous()  # NCHW, as the per-item path stacks
         if flip:
             images = torch.flip(images, dims=[3])
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
+        with exact_fp32(device):
             emb = model.embed(images)
             logits = model.head_logits(emb, batch["meta"].to(device) if model.n_meta else None)
-        embs.append(emb.float())
+        embs.append(emb)
         scores.append(logits_to_score(logits))
     return torch.cat(embs), torch.cat(scores)
 

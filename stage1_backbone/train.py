@@ -146,9 +146,7 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
         write_json(fold_dir / "config.json", fold_config(cfg, k, model))
 
     train_loader, val_loader = fold_loaders(cfg, pixels, train_rows, val_rows, targets, meta, seed)
-    steps = len(train_loader) * cfg.epochs
-    lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_epochs * len(train_loader)), steps,
-                         compile=cfg.compile)
+    lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, compile=cfg.compile)
 
     best = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val_rmse", mode="min",
                            save_top_k=1, save_weights_only=True, enable_version_counter=False)
@@ -177,7 +175,7 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({name.removeprefix("model."): t for name, t in state.items() if name.startswith("model.")})
     _save_fold(cfg, run, k, model.to(memory_format=torch.contiguous_format), pixels, targets, meta, ids, val_rows,
-               float(best.best_model_score))
+               float(best.best_model_score), lit.schedule_summary())
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
 
 
@@ -220,7 +218,7 @@ def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
 
 def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pixels: np.ndarray,
                targets: np.ndarray, meta: np.ndarray | None, ids: list[str], val_rows: np.ndarray,
-               best_val_rmse: float) -> None:
+               best_val_rmse: float, schedule: dict) -> None:
     fold_dir = run.fold_dir(STAGE, k)
     _, scores = embed_and_score(model, pixels, val_rows, meta, batch_size=cfg.batch_size * 2, desc=f"oof fold {k}")
     oof = pd.DataFrame({ID_COL: np.asarray(ids)[val_rows], "fold": k, "target": targets[val_rows],
@@ -232,7 +230,7 @@ def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pix
     write_json(fold_dir / "done.json", {
         "fold": k, "val_rmse": best_val_rmse, "oof_rmse": rmse(oof["pred"], oof["target"]),
         "compat": {key: getattr(cfg, key) for key in COMPAT_KEYS}, "train": dataclasses.asdict(cfg),
-        "files": file_digests(run.stage(STAGE), files),
+        "files": file_digests(run.stage(STAGE), files), "lr_schedule": schedule,
     })
     log.info("fold %d done: best val RMSE %.3f -> %s", k, best_val_rmse, fold_dir)
 

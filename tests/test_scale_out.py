@@ -1,6 +1,8 @@
 """Scale-out on CPU: DDP with 2 processes (gloo), and folds as independent jobs sharing one run directory."""
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +45,16 @@ def test_ddp_two_processes_on_cpu(tiny_data, tmp_path):
     assert out.stdout.count("Stage 1 OOF RMSE") == 1, "only rank 0 reports"
     oof = assert_complete_stage1(tmp_path, tiny_data)
     # The OOF file is computed by rank 0 over the whole validation fold: same meaning as on one device.
-    assert oof.groupby("fold").size().to_dict() == pd.read_csv(tmp_path / "default/folds.csv")["fold"].value_counts().to_dict()
+    folds = pd.read_csv(tmp_path / "default/folds.csv")["fold"]
+    assert oof.groupby("fold").size().to_dict() == folds.value_counts().to_dict()
+    # The LR schedule spans the steps each rank really runs (its half of the fold's training rows),
+    # so the cosine ends at ~0, not at a fraction of the peak as when counted before sharding.
+    for k in (0, 1):
+        schedule = json.loads((tmp_path / f"default/stage1/fold{k}/done.json").read_text())["lr_schedule"]
+        rows_per_rank = math.ceil(int((folds != k).sum()) / 2)
+        steps_per_rank = math.ceil(rows_per_rank / TINY["batch_size"]) * TINY["epochs"]
+        assert schedule["steps_run"] == steps_per_rank == schedule["total_steps"], schedule
+        assert schedule["final_lr"] < 1e-3 * schedule["peak_lr"], schedule
 
 
 def test_folds_as_independent_jobs(tiny_data, tmp_path, capsys):
