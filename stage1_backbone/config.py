@@ -13,7 +13,7 @@ class TrainConfig:
     run: str = option("default", "Run name: outputs go to <artifacts-dir>/<run>/.")
     backbone: str = option("tf_efficientnet_lite0", "Any timm model name.")
     pretrained: str = option("auto", "Where ImageNet weights come from: auto = installed package for "
-                             "tf_efficientnet_lite0 (else error), none = random init, hub = allow a download.",
+                             "tf_efficientnet_lite0/1/2 (else error), none = random init, hub = allow a download.",
                              choices=("auto", "none", "hub"))
     pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.")
     img_size: int = option(224, "Square input size in pixels.")
