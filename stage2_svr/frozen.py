@@ -111,7 +111,7 @@ def _extract(net: FrozenNet, pixels: np.ndarray, batch_size: int, device: torch.
     net = net.to(device)
     embs, logits = [], []
     for i in progress(range(0, len(pixels), batch_size), desc=desc):
-        images = torch.from_numpy(np.ascontiguousarray(pixels[i:i + batch_size])).permute(0, 3, 1, 2).to(device)
+        images = torch.from_numpy(np.array(pixels[i:i + batch_size])).permute(0, 3, 1, 2).to(device)  # a writable copy
         if flip:
             images = torch.flip(images, dims=[3])
         emb, logit = net(images)
