@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -15,36 +15,17 @@ import torch
 
 from pawcore.artifacts import load_pickle_verified, read_json
 from pawcore.errors import ArtifactError
-from pawcore.images import cached_images, images_key
+from pawcore.images import SplitImages, images_key  # noqa: F401  (SplitImages: re-exported)
 from pawcore.run import RunDir, load_manifest, manifest_digest
 from stage1_backbone.model import load_fold_model, logits_to_score
 from stage1_backbone.predict import pick_device
 from stage2_svr.backends import predict_numpy
 from stage2_svr.embeddings import embedding_cache_path, fold_embeddings
-from stage2_svr.features import features, standardize
+from stage2_svr.bank import ImageSet, assemble, check_frozen_unchanged, frozen_blocks
+from stage2_svr.features import standardize
+from stage2_svr.sources import parse_source
 
 log = logging.getLogger(__name__)
-
-
-class ImageSet(Protocol):
-    """Images a model can read at any square size: (N, size, size, 3) uint8, RGB, upright."""
-
-    def __len__(self) -> int: ...
-
-    def pixels(self, size: int) -> np.ndarray: ...
-
-
-class SplitImages:
-    """The photos of a data split, decoded once per size into the memory-mapped image cache."""
-
-    def __init__(self, paths: Sequence[Path], cache_dir: Path, name: str):
-        self.paths, self.cache_dir, self.name = list(paths), Path(cache_dir), name
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def pixels(self, size: int) -> np.ndarray:
-        return cached_images(self.paths, size, self.cache_dir, self.name)
 
 
 class ArrayImages:
@@ -86,11 +67,17 @@ class RunPredictor:
     """
 
     def __init__(self, run: RunDir, device: str = "auto", batch_size: int = 64, num_workers: int = 0,
-                 emb_cache_dir: Path | None = None):
+                 emb_cache_dir: Path | None = None, features_cache_dir: Path | None = None):
         self.run, self.batch_size, self.num_workers = run, batch_size, num_workers
         self.device = pick_device(device)
         self.emb_cache_dir = emb_cache_dir
+        # Frozen sources' test features do not depend on the run; by default they sit with its embeddings.
+        self.features_cache_dir = features_cache_dir or emb_cache_dir
         self.stage1, self.stage2 = load_stages(run)
+        # Exactly the sources fit-svr chose, in its order (a stage 2 from before the bank: tuned only).
+        self.sources = [parse_source(s) for s in self.stage2.get("features", ["tuned"])]
+        check_frozen_unchanged(self.sources, self.stage2.get("frozen", {}), run.run,
+                               f"`python pipeline.py fit-svr --run {run.run} --artifacts-dir {run.artifacts_dir}`")
         self.folds = sorted(int(k) for k in self.stage1["folds"])
         self.img_size = int(self.stage1["model"]["img_size"])
         self.needs_meta = self.stage1["model"]["n_meta"] > 0 or self.stage2["use_meta"]
@@ -110,7 +97,11 @@ class RunPredictor:
             raise ArtifactError(f"Run {self.run.run!r} was trained with the 12 metadata flags (--use-meta); "
                                 f"give them for these images too.")
         pixels = images.pixels(self.img_size)
-        per_fold = [self._fold_heads(k, pixels, meta, tta) for k in self.folds]
+        views = [False, True] if tta else [False]
+        # Frozen sources: once per view for all folds (they do not depend on the fold).
+        frozen = {flip: frozen_blocks(self.sources, images, self.features_cache_dir, self.batch_size,
+                                      str(self.device), flip) for flip in views}
+        per_fold = [self._fold_heads(k, pixels, meta, frozen) for k in self.folds]
         return {"nn": np.mean([nn for nn, _ in per_fold], axis=0),
                 "svr": np.mean([svr for _, svr in per_fold], axis=0)}
 
@@ -124,15 +115,20 @@ class RunPredictor:
 
     @torch.inference_mode()
     def _fold_heads(self, k: int, pixels: np.ndarray, meta: np.ndarray | None,
-                    tta: bool) -> tuple[np.ndarray, np.ndarray]:
+                    frozen: dict[bool, dict[str, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
         model = self.models[k]
         meta_t = torch.from_numpy(meta) if meta is not None else None
         nn_views, svr_views = [], []
-        for flip in ([False, True] if tta else [False]):
+        for flip, frozen_view in frozen.items():
             emb = self._embeddings(k, pixels, flip).float()
             on = model.head.weight.device  # wherever the backbone ran: no model moves between calls
             head_meta = meta_t.to(on) if model.n_meta else None
             nn_views.append(logits_to_score(model.head_logits(emb.to(on), head_meta)).cpu().numpy())
-            X = standardize(features(emb.cpu(), meta if self.stage2["use_meta"] else None), self.scalers[k])
+            X = assemble(self.sources, emb, frozen_view, meta if self.stage2["use_meta"] else None)
+            expected = self.stage2.get("n_features", X.shape[1])
+            if X.shape[1] != expected:
+                raise ArtifactError(f"Run {self.run.run!r}: the SVR input has {X.shape[1]} features here but "
+                                    f"{expected} in fit-svr. Re-run fit-svr for this run.")
+            X = standardize(X, self.scalers[k])
             svr_views.append(np.clip(predict_numpy(self.svrs[k], X.numpy()), 1, 100))
         return np.mean(nn_views, axis=0), np.mean(svr_views, axis=0)

@@ -108,3 +108,20 @@ def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name:
         if problems:
             raise DataError(summarise(problems, f"the {name} images"), problems)
     return np.load(path, mmap_mode="r")
+
+
+class SplitImages:
+    """The photos of a data split, decoded once per size into the memory-mapped image cache.
+
+    An image set (len, pixels(size)): infer, fit-svr's frozen sources and score/serve read images
+    through this protocol at whatever size each model needs.
+    """
+
+    def __init__(self, paths: Sequence[Path], cache_dir: Path, name: str):
+        self.paths, self.cache_dir, self.name = list(paths), Path(cache_dir), name
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def pixels(self, size: int) -> np.ndarray:
+        return cached_images(self.paths, size, self.cache_dir, self.name)

@@ -14,7 +14,7 @@ class TrainConfig(RunSettings):
                            group="data", required=True)
     backbone: str = option("tf_efficientnet_lite0", "Any timm model name.", group="model")
     pretrained: str = option("auto", "Where ImageNet weights come from: auto = installed package for "
-                             "tf_efficientnet_lite0 (else error), none = random init, hub = allow a download.",
+                             "tf_efficientnet_lite0/1/2 (else error), none = random init, hub = allow a download.",
                              choices=("auto", "none", "hub"), group="model")
     pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.", group="model")
     img_size: int = option(224, "Square input size in pixels.", group="model")

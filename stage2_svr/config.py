@@ -17,7 +17,17 @@ class SVRConfig(RunSettings):
     C: float = option(20.0, "SVR regularisation C.")
     epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points.")
     gamma: str = option("scale", "Kernel coefficient: 'scale', 'auto' or a number.")
-    standardize: bool = option(True, "Standardise features with a scaler fitted on each fold's train rows.")
+    features: str = option("auto", "The SVR's feature sources, comma-separated: 'tuned' (each fold's fine-tuned "
+                           "backbone), a timm model name (frozen, packaged ImageNet weights: tf_efficientnet_lite0/1/2), "
+                           "MODEL=PATH (weights from a local file), MODEL:logits (its ImageNet logits), MODEL@SIZE "
+                           "(run at SIZE px). auto = tuned + every installed packaged model.")
+    frozen_size: str = option("native", "Input size of frozen models named without @SIZE: native (each model's "
+                              "own pretrained_cfg size), stage1 (stage 1's --img-size) or a number of pixels.")
+    select: str = option("auto", "auto = greedy forward selection of the sources and the scaler on OOF RMSE; "
+                         "sources = select the sources, scaler as --standardize says; none = all given sources.",
+                         choices=("auto", "sources", "none"))
+    standardize: bool = option(True, "Standardise features with a scaler fitted on each fold's train rows "
+                               "(used with --select sources/none; --select auto tries both).")
     use_meta: bool = option(False, "Append the 12 metadata flags to the embeddings.")
     batch_size: int = option(64, "Batch size for embedding extraction.")
     device: str = option("auto", "Embedding extraction device: auto (cuda if present), cpu, cuda, cuda:1 ...")

