@@ -18,6 +18,8 @@ class TrainConfig:
     pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.")
     img_size: int = option(224, "Square input size in pixels.")
     n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).")
+    folds_from: str = option("", "Copy folds.csv from this run (same --artifacts-dir), so the two runs can be "
+                             "ensembled by `infer --runs`; then --seed varies only training.")
     folds: str = option("", "Train only these folds, e.g. '0,2' (default: all).")
     seed: int = option(42, "Seed for folds, init, augmentation and data order.")
     epochs: int = option(5, "Maximum epochs per fold.")
