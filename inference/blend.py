@@ -1,4 +1,8 @@
-"""The blend weight: final = w x NN + (1 - w) x SVR, given or chosen on out-of-fold predictions."""
+"""The blend weights: given (--blend W) or chosen on out-of-fold predictions (--blend auto).
+
+One run: final = w x NN + (1 - w) x SVR, w on a 0.01 grid. Several runs: one weight per head, fitted
+with scipy's SLSQP (non-negative, summing to 1).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +10,8 @@ import pandas as pd
 
 from pawcore.errors import ConfigError
 from pawcore.metrics import rmse
+
+from .ensemble import head_name
 
 GRID = np.round(np.arange(0, 101) / 100, 2)  # 0.00, 0.01, ..., 1.00
 
@@ -31,3 +37,51 @@ def blend_curve(oof: pd.DataFrame) -> pd.DataFrame:
 
 def best_weight(curve: pd.DataFrame) -> float:
     return float(curve.loc[curve["rmse"].idxmin(), "weight"])
+
+
+def family_weights(runs: list[str], weight: float) -> dict[str, float]:
+    """--blend W over several runs: W to the mean of the NN heads, 1 - W to the mean of the SVR heads.
+
+    With one run this is exactly {run:nn: W, run:svr: 1 - W}, today's single-run blend.
+    """
+    out = {}
+    for run in runs:
+        out[head_name(run, "nn")] = weight / len(runs)
+        out[head_name(run, "svr")] = (1 - weight) / len(runs)
+    return out
+
+
+def blend_mse(w: np.ndarray, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean squared error of clip(X @ w, 1, 100) against y, and its gradient in w (the final score is clipped,
+    so the fit minimises exactly the OOF RMSE that the report prints)."""
+    raw = X @ w
+    pred = np.clip(raw, 1, 100)
+    resid = pred - y
+    inside = (raw > 1) & (raw < 100)  # where the clip is flat the gradient is 0
+    return float(np.mean(resid ** 2)), 2.0 * X.T @ (resid * inside) / len(y)
+
+
+def fit_weights(X: np.ndarray, y: np.ndarray, starts: list[np.ndarray] | None = None) -> np.ndarray:
+    """One weight per head (column of X), each >= 0, summing to 1, minimising the OOF RMSE of the clipped blend.
+
+    scipy's SLSQP with bounds [0, 1] and the equality constraint sum(w) = 1, started from equal weights
+    and from each of `starts` (e.g. each single run's own best blend); the best result wins, and never
+    one worse than a start, so the ensemble is never worse on OOF than the best single run's blend.
+    """
+    from scipy.optimize import minimize
+
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    n_heads = X.shape[1]
+    candidates = [np.full(n_heads, 1.0 / n_heads)] + [np.asarray(s, np.float64) for s in (starts or [])]
+    best_w, best_f = None, np.inf
+    for x0 in list(candidates):
+        result = minimize(blend_mse, x0, args=(X, y), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * n_heads,
+                          constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0,
+                                        "jac": lambda w: np.ones_like(w)}],
+                          options={"ftol": 1e-12, "maxiter": 500})
+        for w in (np.clip(result.x, 0.0, None), x0):  # SLSQP may end a hair outside the bounds
+            w = w / w.sum()
+            f = blend_mse(w, X, y)[0]
+            if f < best_f:
+                best_w, best_f = w, f
+    return best_w

@@ -68,6 +68,9 @@ class Ensemble:
         return out
 
     def score(self, heads: dict[str, np.ndarray]) -> np.ndarray:
-        """The final Pawpularity: sum of weight x head over the spec's heads, clipped to [1, 100]."""
-        total = sum(w * heads[name] for name, w in self.spec.weights.items())
+        """The final Pawpularity: sum of weight x head over the spec's heads, clipped to [1, 100].
+
+        Summed in head-name order, not the weights' dict order (ensemble.json stores its keys sorted), so
+        a spec reloaded from ensemble.json scores bit for bit like the one that wrote it."""
+        total = sum(self.spec.weights[name] * heads[name] for name in sorted(self.spec.weights))
         return np.clip(total, 1, 100)

@@ -1,4 +1,5 @@
-"""report.md and its plots, beside the submission: OOF RMSE table, predicted vs true, histograms, blend curve.
+"""report.md and its plots, beside the submission: heads and weights, OOF RMSE per fold, predicted vs
+true, histograms, the NN/SVR blend curve and the weights of every head.
 
 Models for this task squeeze their predictions towards the middle of the range; the histograms show
 it next to the target distribution.
@@ -6,6 +7,7 @@ it next to the target distribution.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import matplotlib
@@ -16,8 +18,7 @@ import pandas as pd  # noqa: E402
 
 from pawcore.artifacts import atomic_path  # noqa: E402
 
-HEADS = {"NN head": "nn", "SVR head": "svr", "blend": "blend"}
-PLOTS = ("oof_scatter.png", "oof_histograms.png", "blend_curve.png")
+PLOTS = ("oof_scatter.png", "oof_histograms.png", "blend_curve.png", "weights.png")
 
 
 def _save(fig, path: Path) -> None:
@@ -26,51 +27,118 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: Path, oof: pd.DataFrame, table: pd.DataFrame, curve: pd.DataFrame, weight: float,
-                 chosen_by: str, submission: Path, test_pred: pd.DataFrame) -> Path:
-    """Write report.md + PNGs into out_dir; return the report's path."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
-    for ax, (label, col) in zip(axes, HEADS.items()):
+def _plot_columns(head_table: pd.DataFrame) -> dict[str, str]:
+    """{label: OOF column} of every head and of the final score ('blend' column), for the scatter/histograms."""
+    heads = list(head_table["head"])
+    return {**{h: h for h in heads[:-1]}, f"final ({heads[-1]})": "blend"}
+
+
+def _scatter(oof: pd.DataFrame, columns: dict[str, str], path: Path) -> None:
+    ncols = min(len(columns), 3)
+    nrows = math.ceil(len(columns) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 4.2 * nrows), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, (label, col) in zip(axes.flat, columns.items()):
         ax.scatter(oof["target"], oof[col], s=8, alpha=0.5)
         ax.plot([1, 100], [1, 100], "k--", lw=1)
         ax.set(title=label, xlabel="true Pawpularity", xlim=(0, 101), ylim=(0, 101))
-    axes[0].set_ylabel("OOF prediction")
-    _save(fig, out_dir / PLOTS[0])
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    for row in axes:
+        row[0].set_ylabel("OOF prediction")
+    _save(fig, path)
 
+
+def _histograms(oof: pd.DataFrame, columns: dict[str, str], test_pred: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     bins = list(range(0, 105, 5))
     ax.hist(oof["target"], bins=bins, alpha=0.35, label="target (train)", color="k")
-    for label, col in HEADS.items():
+    for label, col in columns.items():
         ax.hist(oof[col], bins=bins, histtype="step", lw=1.8, label=f"OOF {label}")
     ax.hist(test_pred["Pawpularity"], bins=bins, histtype="step", lw=1.8, ls="--", label="test submission")
     ax.set(xlabel="Pawpularity", ylabel="images", title="Predictions vs targets")
-    ax.legend()
-    _save(fig, out_dir / PLOTS[1])
+    ax.legend(fontsize="small")
+    _save(fig, path)
 
+
+def _blend_curve(curve: pd.DataFrame, share: float | None, several: bool, path: Path) -> pd.Series:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(curve["weight"], curve["rmse"])
     best = curve.loc[curve["rmse"].idxmin()]
-    ax.axvline(weight, color="r", ls="--", label=f"used: {weight:.2f}")
+    if share is not None:
+        ax.axvline(share, color="r", ls="--", label=f"used: {share:.2f}")
     ax.scatter([best["weight"]], [best["rmse"]], color="k", zorder=3, label=f"min {best['rmse']:.3f} at {best['weight']:.2f}")
-    ax.set(xlabel="blend weight of the NN head (0 = SVR only, 1 = NN only)", ylabel="OOF RMSE", title="Blend")
+    what = "the mean NN head (0 = mean SVR only)" if several else "the NN head (0 = SVR only, 1 = NN only)"
+    ax.set(xlabel=f"blend weight of {what}", ylabel="OOF RMSE", title="Blend")
     ax.legend()
-    _save(fig, out_dir / PLOTS[2])
+    _save(fig, path)
+    return best
 
+
+def _weights(head_table: pd.DataFrame, path: Path) -> None:
+    heads = head_table.iloc[:-1]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(heads) + 2), 4.2))
+    colors = ["tab:blue" if h.endswith(":nn") else "tab:orange" for h in heads["head"]]
+    bars = ax.bar(heads["head"], heads["weight"], color=colors)
+    for bar, w, r in zip(bars, heads["weight"], heads["OOF RMSE"]):
+        ax.annotate(f"{w:.2f}" + ("" if math.isnan(r) else f"\nRMSE {r:.2f}"), (bar.get_x() + bar.get_width() / 2,
+                    bar.get_height()), ha="center", va="bottom", fontsize="small")
+    ax.set(ylabel="weight in the final score", ylim=(0, 1.15), title="Head weights (blue: NN, orange: SVR)")
+    ax.tick_params(axis="x", labelrotation=20)
+    _save(fig, path)
+
+
+def write_report(out_dir: Path, oof: pd.DataFrame | None, table: pd.DataFrame | None, head_table: pd.DataFrame,
+                 curve: pd.DataFrame | None, share: float | None, chosen_by: str, submission: Path,
+                 test_pred: pd.DataFrame) -> Path:
+    """Write report.md + PNGs into out_dir; return the report's path.
+
+    `head_table`: one row per head (head, OOF RMSE, weight), then the final score's row. `share`: the NN
+    weight W when the weights are `--blend W`-shaped, else None. `oof`, `table`, `curve` are None when
+    the OOF files are absent (--weights-from on a machine without them).
+    """
+    runs = list(dict.fromkeys(h.rsplit(":", 1)[0] for h in head_table["head"].iloc[:-1]))
+    several = len(runs) > 1
+    if share is None:
+        formula = "final = " + " + ".join(f"{w:.3f} x {h}" for h, w in zip(head_table["head"].iloc[:-1],
+                                                                           head_table["weight"].iloc[:-1]) if w > 0)
+    elif several:
+        formula = f"final = {share:.2f} x mean NN + {1 - share:.2f} x mean SVR (over {len(runs)} runs)"
+    else:
+        formula = f"final = {share:.2f} x NN + {1 - share:.2f} x SVR"
+    fitted = "on OOF" in chosen_by
     lines = [
         "# Pawpularity run report", "",
         f"Written {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}. Submission: `{submission}` "
-        f"({len(test_pred)} rows).", "",
-        f"Blend: final = {weight:.2f} x NN + {1 - weight:.2f} x SVR ({chosen_by}); "
-        f"OOF blend-curve minimum {best['rmse']:.3f} at weight {best['weight']:.2f}.", "",
-        "## Out-of-fold RMSE", "",
-        _markdown(table),
-        "",
-        "Prediction spread (OOF): " + ", ".join(
-            f"{label} {oof[col].min():.1f}..{oof[col].max():.1f} (std {oof[col].std():.1f})" for label, col in HEADS.items())
-        + f"; targets {oof['target'].min():.0f}..{oof['target'].max():.0f} (std {oof['target'].std():.1f}).", "",
-        "## Plots", "",
-        f"![OOF predicted vs true]({PLOTS[0]})", "", f"![Histograms]({PLOTS[1]})", "", f"![Blend curve]({PLOTS[2]})", "",
+        f"({len(test_pred)} rows). Runs: {', '.join(runs)}.", "",
+        f"Blend: {formula} ({chosen_by}), clipped to [1, 100].", "",
+        "## Heads", "",
+        _markdown(head_table), "",
     ]
+    if fitted:
+        lines += ["The final score's OOF RMSE is optimistic: its weights were fitted on these same rows. Each "
+                  "head's own OOF RMSE is not.", ""]
+    plots = [PLOTS[3]]
+    _weights(head_table, out_dir / PLOTS[3])
+    if oof is not None:
+        columns = _plot_columns(head_table)
+        _scatter(oof, columns, out_dir / PLOTS[0])
+        _histograms(oof, columns, test_pred, out_dir / PLOTS[1])
+        best = _blend_curve(curve, share, several, out_dir / PLOTS[2])
+        plots = list(PLOTS)
+        lines += [
+            f"OOF blend-curve minimum{' (mean NN vs mean SVR)' if several else ''}: {best['rmse']:.3f} at "
+            f"weight {best['weight']:.2f}.", "",
+            "## Out-of-fold RMSE per fold", "",
+            _markdown(table), "",
+            "Prediction spread (OOF): " + ", ".join(
+                f"{label} {oof[col].min():.1f}..{oof[col].max():.1f} (std {oof[col].std():.1f})"
+                for label, col in columns.items())
+            + f"; targets {oof['target'].min():.0f}..{oof['target'].max():.0f} (std {oof['target'].std():.1f}).", "",
+        ]
+    else:
+        lines += ["No out-of-fold predictions were available, so no OOF scores or plots of them.", ""]
+    lines += ["## Plots", ""] + [f"![{name[:-4]}]({name})\n" for name in plots]
     path = out_dir / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))

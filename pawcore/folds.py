@@ -77,3 +77,31 @@ def read_folds(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ArtifactError(f"{path} not found; run `python pipeline.py train-backbone` first.")
     return pd.read_csv(path, dtype={ID_COL: str})
+
+
+def adopt_folds(source: Path, dest: Path, source_run: str) -> None:
+    """`train-backbone --folds-from RUN`: copy RUN's folds.csv, so both runs split the rows identically.
+
+    Runs with identical folds can be ensembled: their OOF predictions of a row all come from models
+    that never saw that row. A run that already has other folds keeps them: we refuse instead of
+    silently re-splitting under finished folds.
+    """
+    if not source.is_file():
+        raise ArtifactError(f"--folds-from {source_run}: {source} not found. Train run {source_run!r} first "
+                            f"(its train-backbone writes folds.csv), or check --artifacts-dir and the run name.")
+    theirs = pd.read_csv(source, dtype={ID_COL: str})
+    if dest.is_file():
+        if not same_folds(pd.read_csv(dest, dtype={ID_COL: str}), theirs):
+            raise ArtifactError(f"--folds-from {source_run}: this run already has {dest} with other folds. Use a "
+                                f"new --run, or delete {dest} and this run's stage1/ and stage2/ to re-train.")
+        return
+    write_csv(dest, theirs)
+    log.info("Copied %s to %s (folds shared with run %r)", source, dest, source_run)
+
+
+def same_folds(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """The same Ids, each in the same fold (row order does not matter)."""
+    if len(a) != len(b) or set(a[ID_COL]) != set(b[ID_COL]):
+        return False
+    fold_of = b.set_index(ID_COL)["fold"]
+    return bool((a["fold"].to_numpy() == fold_of.loc[a[ID_COL]].to_numpy()).all())

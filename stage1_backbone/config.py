@@ -19,6 +19,8 @@ class TrainConfig(RunSettings):
     pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.", group="model")
     img_size: int = option(224, "Square input size in pixels.", group="model")
     n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).", group="data")
+    folds_from: str = option("", "Copy folds.csv from this run (same --artifacts-dir), so the two runs can be "
+                             "ensembled by `infer --runs`; then --seed varies only training.", group="data")
     folds: str = option("", "Train only these folds, e.g. '0,2' (default: all).", group="data")
     seed: int = option(42, "Seed for folds, init, augmentation and data order.", group="training")
     epochs: int = option(5, "Maximum epochs per fold.", group="training")

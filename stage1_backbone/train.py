@@ -30,7 +30,7 @@ from pawcore.check import load_split
 from pawcore.config import parse_folds
 from pawcore.data import ID_COL, META_COLS
 from pawcore.errors import ArtifactError, ConfigError
-from pawcore.folds import load_or_make_folds
+from pawcore.folds import adopt_folds, load_or_make_folds
 from pawcore.locks import exclusive
 from pawcore.metrics import fold_baselines, format_table, oof_table, rmse
 from pawcore.progress import interactive
@@ -64,6 +64,8 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     folds_to_train = parse_folds(cfg.folds, cfg.n_folds)
     check_weights_source(cfg.backbone, cfg.pretrained, cfg.pretrained_file)  # before decoding any image
     check_logger(cfg.logger)
+    if cfg.folds_from:  # shared folds: runs that can be ensembled (infer --runs)
+        adopt_folds(run_dir(cfg.artifacts_dir, cfg.folds_from).folds_csv, run.folds_csv, cfg.folds_from)
 
     train, pixels = load_split(cfg.data_dir, "train", cfg.img_size, run.image_cache, require_meta=cfg.use_meta)
     folds = load_or_make_folds(run.folds_csv, train.frame, cfg.n_folds, cfg.seed)
@@ -267,6 +269,7 @@ def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -
         write_manifest(run, STAGE, {
             "folds": entries, "n_folds": cfg.n_folds, "complete": not missing,
             "data_dir": str(os.path.abspath(cfg.data_dir)), "folds_csv_sha256": sha256_file(run.folds_csv),
+            "folds_from": cfg.folds_from or None,
             "oof_nn_sha256": sha256_file(stage_dir / "oof_nn.csv"), "model": first, "mean_baseline": baselines,
         })
     return oof_table(oof, {"NN head": "pred"}, baselines)

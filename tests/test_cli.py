@@ -1,7 +1,6 @@
 """The command line as users meet it: entry points, --version, -v anywhere, help, typed YAML, clear errors."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,0 +1,58 @@
+"""Out-of-fold predictions of every head of several runs, side by side, for fitting and reporting a blend.
+
+Runs in one ensemble must share their folds (`train-backbone --folds-from RUN`): then every row's
+predictions, from every run, come from models that never saw that row in the same split, and the
+ensemble's per-fold RMSE means what a single run's does.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from pawcore.artifacts import sha256_file
+from pawcore.data import ID_COL
+from pawcore.errors import ArtifactError
+from pawcore.folds import read_folds, same_folds
+from pawcore.oof import merge_oof
+from pawcore.run import run_dir
+
+from .ensemble import head_name
+
+
+def check_shared_folds(artifacts_dir: str, runs: list[str], stage1_manifests: dict[str, dict]) -> None:
+    """Every run's folds.csv is the one its stage 1 trained on, and all runs have identical folds."""
+    folds = {}
+    for run in runs:
+        path = run_dir(artifacts_dir, run).folds_csv
+        folds[run] = read_folds(path)
+        if sha256_file(path) != stage1_manifests[run]["folds_csv_sha256"]:
+            raise ArtifactError(f"{path} changed after stage 1 of run {run!r} was trained. Restore it, or re-run "
+                                f"`python pipeline.py train-backbone --run {run}` and fit-svr.")
+    first = runs[0]
+    for run in runs[1:]:
+        if not same_folds(folds[first], folds[run]):
+            raise ArtifactError(
+                f"Runs {first!r} and {run!r} have different folds (Ids or fold ids in their folds.csv differ), "
+                f"so their out-of-fold predictions cannot be blended. Re-train one with the other's folds: "
+                f"`python pipeline.py train-backbone --run NEW --folds-from {first} ...`, then fit-svr --run NEW, "
+                f"and ensemble --runs {first},NEW.")
+
+
+def ensemble_oof(artifacts_dir: str, runs: list[str]) -> pd.DataFrame:
+    """Id, fold, target, one column per head ('run:nn', 'run:svr', ...), and the mean NN / mean SVR heads
+    ('nn', 'svr'; with one run these equal that run's heads exactly)."""
+    merged = None
+    for run in runs:
+        oof = merge_oof(run_dir(artifacts_dir, run))
+        part = oof[[ID_COL, "fold", "target", "nn", "svr"]].rename(
+            columns={"nn": head_name(run, "nn"), "svr": head_name(run, "svr")})
+        if merged is None:
+            merged = part
+            continue
+        if set(part[ID_COL]) != set(merged[ID_COL]):
+            raise ArtifactError(f"Run {run!r} has out-of-fold predictions for {len(part)} rows, run {runs[0]!r} "
+                                f"for {len(merged)}: a run has unfinished folds. Finish them (`python pipeline.py "
+                                f"status --run RUN`), then fit-svr.")
+        merged = merged.merge(part.drop(columns=["fold", "target"]), on=ID_COL)
+    nn_cols = [head_name(run, "nn") for run in runs]
+    svr_cols = [head_name(run, "svr") for run in runs]
+    return merged.assign(nn=merged[nn_cols].mean(axis=1), svr=merged[svr_cols].mean(axis=1))
