@@ -21,12 +21,13 @@ from pawcore.locks import exclusive
 from pawcore.metrics import format_table, oof_table
 from pawcore.oof import merge_oof
 from pawcore.run import RunDir, run_dir
+from stage1_backbone.completeness import check_complete
 
 from .blend import best_weight, blend_curve, parse_blend
 from .config import InferConfig
 from .ensemble import Ensemble, EnsembleSpec, head_name
 from .predictor import SplitImages
-from .report import write_report
+from .report import stage1_notes, write_report
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     out, cache = output_paths(cfg, run)
     spec = EnsembleSpec(cfg.artifacts_dir, [cfg.run], {}, cfg.tta)
     ensemble = Ensemble(spec, cfg.device, cfg.batch_size, cfg.num_workers, emb_cache_dir=cache / "emb")
+    stage1 = ensemble.predictors[cfg.run].stage1
+    notes = stage1_notes(stage1, check_complete(run, stage1, cfg.allow_partial, "infer"))
     test = read_split(cfg.data_dir, "test", require_meta=ensemble.needs_meta)
     heads = ensemble.heads(SplitImages(test.image_paths, cache, "test"), test.meta() if ensemble.needs_meta else None)
     oof = merge_oof(run)
@@ -79,8 +82,9 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
         with atomic_path(out) as tmp:  # never a partial submission.csv
             submission.to_csv(tmp, index=False)
         spec.save(out.parent / "ensemble.json")  # what score/serve replay for one photo
-        report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission)
+        report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission, notes)
     print(f"\nOOF RMSE (run {cfg.run!r}, final = {weight:.2f} x NN + {1 - weight:.2f} x SVR, TTA {'on' if cfg.tta else 'off'}):")
     print(format_table(table))
+    print(*notes, sep="\n")
     print(f"Submission: {out} ({len(submission)} rows)\nReport:     {report}\n")
     return submission

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -26,8 +27,27 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def stage1_notes(stage1: dict, partial: dict | None) -> list[str]:
+    """What the OOF numbers mean for this run: which stage-1 weights, and whether folds are missing."""
+    if stage1.get("checkpoint", "best") == "last":
+        notes = ["Stage-1 weights: the last epoch of each fold, no early stopping (`--checkpoint last`). Nothing "
+                 "was chosen on the validation folds, so the NN and SVR OOF RMSEs are honest estimates (a blend "
+                 "weight chosen by `--blend auto` is chosen on OOF, so its blend row is slightly optimistic)."]
+    else:
+        notes = ["Stage-1 weights: the best epoch of each fold by its validation RMSE, with early stopping "
+                 "(`--checkpoint best`, the competition's common practice). That epoch was chosen on the fold "
+                 "it then scores, so the NN OOF RMSE, the SVR OOF RMSE (built on those weights) and the blend "
+                 "are optimistic; a held-out test set gives the honest figure (`--checkpoint last` gives "
+                 "honest OOF)."]
+    if partial:
+        notes.append(f"PARTIAL stage 1 (`--allow-partial`): folds {partial['folds']} of {partial['n_folds']}, "
+                     f"fold(s) {partial['missing']} missing. The OOF rows cover only those folds' photos and the "
+                     f"submission averages {len(partial['folds'])} fold model(s).")
+    return notes
+
+
 def write_report(out_dir: Path, oof: pd.DataFrame, table: pd.DataFrame, curve: pd.DataFrame, weight: float,
-                 chosen_by: str, submission: Path, test_pred: pd.DataFrame) -> Path:
+                 chosen_by: str, submission: Path, test_pred: pd.DataFrame, notes: Sequence[str] = ()) -> Path:
     """Write report.md + PNGs into out_dir; return the report's path."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
     for ax, (label, col) in zip(axes, HEADS.items()):
@@ -65,6 +85,7 @@ def write_report(out_dir: Path, oof: pd.DataFrame, table: pd.DataFrame, curve: p
         "## Out-of-fold RMSE", "",
         _markdown(table),
         "",
+        *[f"- {note}" for note in notes], "",
         "Prediction spread (OOF): " + ", ".join(
             f"{label} {oof[col].min():.1f}..{oof[col].max():.1f} (std {oof[col].std():.1f})" for label, col in HEADS.items())
         + f"; targets {oof['target'].min():.0f}..{oof['target'].max():.0f} (std {oof['target'].std():.1f}).", "",

@@ -24,6 +24,7 @@ from pawcore.images import images_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.oof import merge_oof
 from pawcore.run import RunDir, file_digests, load_manifest, manifest_digest, run_dir, write_manifest
+from stage1_backbone.completeness import check_complete
 from stage1_backbone.model import load_fold_model
 
 from .backends import make_svr, portable, predict_numpy, resolve_backend, to_backend_input
@@ -54,6 +55,7 @@ def fit_svr(cfg: SVRConfig) -> pd.DataFrame:
 def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     stage1 = load_manifest(run, "stage1")  # before any work: missing/changed stage 1 stops here
     folds = check_folds_unchanged(run, stage1)
+    partial = check_complete(run, stage1, cfg.allow_partial, "fit-svr")
     backend = resolve_backend(cfg.svr_backend)
     data_dir = cfg.data_dir or stage1["data_dir"]
     model_cfg = stage1["model"]
@@ -110,7 +112,7 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     write_manifest(run, STAGE, {
         "folds": entries, "stage1_manifest_sha256": manifest_digest(run, "stage1"),
         "oof_svr_sha256": sha256_file(stage_dir / "oof_svr.csv"), "use_meta": cfg.use_meta,
-        "standardize": cfg.standardize, "backend": backend,
+        "standardize": cfg.standardize, "backend": backend, "partial_stage1": partial,
     })
     table = oof_table(merge_oof(run), {"NN head": "nn", "SVR head": "svr", "blend 0.5": "blend"},
                       stage1["mean_baseline"])
