@@ -28,3 +28,5 @@ class InferConfig(RunSettings):
     batch_size: int = option(64, "Batch size for the test images.")
     device: str = option("auto", "auto (cuda if present), cpu, cuda, ...")
     num_workers: int = option(0, "DataLoader workers.")
+    allow_partial: bool = option(False, "Submit from a stage 1 with folds missing (said in report.md); by default "
+                                 "that is an error naming the missing folds.")

@@ -24,13 +24,14 @@ from pawcore.errors import ConfigError
 from pawcore.locks import exclusive
 from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.run import run_dir
+from stage1_backbone.completeness import check_complete
 
 from .blend import best_weight, blend_curve, family_weights, fit_weights, parse_blend
 from .config import InferConfig
 from .ensemble import HEAD_KINDS, Ensemble, EnsembleSpec, head_name
 from .ensemble_oof import check_shared_folds, ensemble_oof
 from .predictor import SplitImages
-from .report import write_report
+from .report import stage1_notes, write_report
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,10 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     ensemble = Ensemble(spec, cfg.device, cfg.batch_size, cfg.num_workers, emb_cache_dir=cache / "emb")
     if len(runs) > 1:
         check_shared_folds(cfg.artifacts_dir, runs, {run: p.stage1 for run, p in ensemble.predictors.items()})
+    notes = []
+    for run, predictor in ensemble.predictors.items():
+        partial = check_complete(run_dir(cfg.artifacts_dir, run), predictor.stage1, cfg.allow_partial, "infer")
+        notes += [(f"Run {run!r}: " if len(runs) > 1 else "") + note for note in stage1_notes(predictor.stage1, partial)]
 
     oof = None
     try:
@@ -156,7 +161,7 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
         with atomic_path(out) as tmp:  # never a partial submission.csv
             submission.to_csv(tmp, index=False)
         spec.save(out.parent / "ensemble.json")  # what score/serve and --weights-from replay
-        report = write_report(out.parent, oof, table, head_table, curve, share, chosen_by, out, submission)
+        report = write_report(out.parent, oof, table, head_table, curve, share, chosen_by, out, submission, notes)
 
     if blend is None and not cfg.weights_from and len(runs) == 1:
         print(f"--blend auto: NN weight {share:.2f} (OOF RMSE {curve['rmse'].min():.3f}; "
@@ -168,5 +173,6 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
                 else f"final = {final_label}")
         print(f"\nOOF RMSE (run{'s' if len(runs) > 1 else ''} {','.join(runs)}, {what}):")
         print(format_table(table))
+    print(*notes, sep="\n")
     print(f"Submission: {out} ({len(submission)} rows)\nReport:     {report}\n")
     return submission

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -88,9 +89,28 @@ def _weights(head_table: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
+def stage1_notes(stage1: dict, partial: dict | None) -> list[str]:
+    """What the OOF numbers mean for this run: which stage-1 weights, and whether folds are missing."""
+    if stage1.get("checkpoint", "best") == "last":
+        notes = ["Stage-1 weights: the last epoch of each fold, no early stopping (`--checkpoint last`). Nothing "
+                 "was chosen on the validation folds, so the NN and SVR OOF RMSEs are honest estimates (a blend "
+                 "weight chosen by `--blend auto` is chosen on OOF, so its blend row is slightly optimistic)."]
+    else:
+        notes = ["Stage-1 weights: the best epoch of each fold by its validation RMSE, with early stopping "
+                 "(`--checkpoint best`, the competition's common practice). That epoch was chosen on the fold "
+                 "it then scores, so the NN OOF RMSE, the SVR OOF RMSE (built on those weights) and the blend "
+                 "are optimistic; a held-out test set gives the honest figure (`--checkpoint last` gives "
+                 "honest OOF)."]
+    if partial:
+        notes.append(f"PARTIAL stage 1 (`--allow-partial`): folds {partial['folds']} of {partial['n_folds']}, "
+                     f"fold(s) {partial['missing']} missing. The OOF rows cover only those folds' photos and the "
+                     f"submission averages {len(partial['folds'])} fold model(s).")
+    return notes
+
+
 def write_report(out_dir: Path, oof: pd.DataFrame | None, table: pd.DataFrame | None, head_table: pd.DataFrame,
                  curve: pd.DataFrame | None, share: float | None, chosen_by: str, submission: Path,
-                 test_pred: pd.DataFrame) -> Path:
+                 test_pred: pd.DataFrame, notes: Sequence[str] = ()) -> Path:
     """Write report.md + PNGs into out_dir; return the report's path.
 
     `head_table`: one row per head (head, OOF RMSE, weight), then the final score's row. `share`: the NN
@@ -114,6 +134,7 @@ def write_report(out_dir: Path, oof: pd.DataFrame | None, table: pd.DataFrame | 
         f"Blend: {formula} ({chosen_by}), clipped to [1, 100].", "",
         "## Heads", "",
         _markdown(head_table), "",
+        *[f"- {note}" for note in notes], "",
     ]
     if fitted:
         lines += ["The final score's OOF RMSE is optimistic: its weights were fitted on these same rows. Each "

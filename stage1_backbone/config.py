@@ -28,7 +28,12 @@ class TrainConfig(RunSettings):
     lr: float = option(3e-4, "Peak AdamW learning rate (after warm-up).", group="training")
     weight_decay: float = option(1e-2, "AdamW weight decay.", group="training")
     warmup_epochs: float = option(0.5, "Linear warm-up length in epochs, then cosine decay to 0.", group="training")
-    patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops.", group="training")
+    patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops "
+                           "(--checkpoint best only).", group="training")
+    checkpoint: str = option("best", "Which weights a fold keeps: best = the epoch with the lowest val RMSE, with "
+                             "early stopping (the competition's practice; its OOF RMSE is optimistic, as the "
+                             "epoch is chosen on the fold it scores); last = the last epoch, no early stopping "
+                             "(an honest OOF estimate).", choices=("best", "last"), group="training")
     use_meta: bool = option(False, "Feed the 12 metadata flags of train.csv to the head.", group="model")
     num_workers: int = option(-1, "DataLoader worker processes; -1 = auto: 0 when training on the CPU (workers "
                               "would take cores from the model), min(16, cores) on a GPU (albumentations on the CPU feeds the GPU: benchmarks/RESULTS.md G3-G4).", group="hardware")
@@ -46,4 +51,4 @@ class TrainConfig(RunSettings):
 # Settings that change what a fold learns: a finished fold is re-used only if these match. The rest
 # (where to run, how many workers, which folds this job takes) may differ between jobs of one run.
 MODEL_KEYS = ("backbone", "pretrained", "pretrained_file", "img_size", "n_folds", "seed", "epochs", "batch_size",
-              "lr", "weight_decay", "warmup_epochs", "patience", "use_meta")
+              "lr", "weight_decay", "warmup_epochs", "patience", "use_meta", "checkpoint")

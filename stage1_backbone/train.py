@@ -1,6 +1,7 @@
 """`pipeline.py train-backbone`: validate data, make folds, fine-tune one model per fold, write OOF + manifest.
 
-Per fold, under artifacts/<run>/stage1/fold{k}/: model.safetensors (best epoch by val RMSE),
+Per fold, under artifacts/<run>/stage1/fold{k}/: model.safetensors (best epoch by val RMSE, or the last
+epoch with --checkpoint last),
 config.json (everything needed to rebuild the model), logs/metrics.csv (per epoch, Lightning's
 CSVLogger), oof.csv, and done.json, written last. The stage manifest and oof_nn.csv are assembled
 from every finished fold whose settings match this run.
@@ -53,7 +54,8 @@ COMPAT_KEYS = ("backbone", "img_size", "use_meta", "n_folds")
 
 def model_settings(cfg: TrainConfig | dict) -> dict:
     values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
-    return {key: values.get(key) for key in MODEL_KEYS}
+    # A key missing from an older done.json had its default then: such folds stay finished.
+    return {key: values.get(key, getattr(TrainConfig, key)) for key in MODEL_KEYS}
 
 
 def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
@@ -154,11 +156,12 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
                            save_top_k=1, save_weights_only=True, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", save_top_k=1, monitor=None,
                            enable_version_counter=False)  # full state (optimizer, epoch) for resuming
+    # Early stopping picks the stopping epoch on the validation fold too: only with --checkpoint best.
+    stopping = [EarlyStopping("val_rmse", mode="min", patience=cfg.patience)] if cfg.checkpoint == "best" else []
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
-        callbacks=[best, last, EarlyStopping("val_rmse", mode="min", patience=cfg.patience),
-                   EpochSummary(k)],
+        callbacks=[best, last, *stopping, EpochSummary(k)],
         logger=fold_loggers(cfg.logger, fold_dir, cfg.run, k), num_sanity_val_steps=0,
         enable_progress_bar=interactive(), enable_model_summary=False,
         log_every_n_steps=max(1, min(50, len(train_loader))),
@@ -173,11 +176,15 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     if not best.best_model_path:
         raise ConfigError(f"fold {k}: training ran no validation epoch (no training batches?); "
                           f"{len(train_rows)} training images with --batch-size {cfg.batch_size}. Lower --batch-size.")
-    # The best epoch's weights: our own file, just written, but still read without unpickling code.
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({name.removeprefix("model."): t for name, t in state.items() if name.startswith("model.")})
+    if cfg.checkpoint == "best":
+        # The best epoch's weights: our own file, just written, but still read without unpickling code.
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict({name.removeprefix("model."): t for name, t in state.items() if name.startswith("model.")})
+        val_rmse = float(best.best_model_score)
+    else:  # the weights in memory are the last epoch's
+        val_rmse = float(trainer.callback_metrics["val_rmse"])
     _save_fold(cfg, run, k, model.to(memory_format=torch.contiguous_format), pixels, targets, meta, ids, val_rows,
-               float(best.best_model_score), lit.schedule_summary())
+               val_rmse, lit.schedule_summary())
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
 
 
@@ -220,7 +227,7 @@ def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
 
 def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pixels: np.ndarray,
                targets: np.ndarray, meta: np.ndarray | None, ids: list[str], val_rows: np.ndarray,
-               best_val_rmse: float, schedule: dict) -> None:
+               val_rmse: float, schedule: dict) -> None:
     fold_dir = run.fold_dir(STAGE, k)
     _, scores = embed_and_score(model, pixels, val_rows, meta, batch_size=cfg.batch_size * 2, desc=f"oof fold {k}")
     oof = pd.DataFrame({ID_COL: np.asarray(ids)[val_rows], "fold": k, "target": targets[val_rows],
@@ -230,11 +237,11 @@ def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pix
     write_csv(fold_dir / "oof.csv", oof)
     files = [fold_dir / "model.safetensors", fold_dir / "config.json", fold_dir / "oof.csv"]
     write_json(fold_dir / "done.json", {
-        "fold": k, "val_rmse": best_val_rmse, "oof_rmse": rmse(oof["pred"], oof["target"]),
+        "fold": k, "val_rmse": val_rmse, "oof_rmse": rmse(oof["pred"], oof["target"]), "checkpoint": cfg.checkpoint,
         "compat": {key: getattr(cfg, key) for key in COMPAT_KEYS}, "train": dataclasses.asdict(cfg),
         "files": file_digests(run.stage(STAGE), files), "lr_schedule": schedule,
     })
-    log.info("fold %d done: best val RMSE %.3f -> %s", k, best_val_rmse, fold_dir)
+    log.info("fold %d done: %s epoch's val RMSE %.3f -> %s", k, cfg.checkpoint, val_rmse, fold_dir)
 
 
 def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -> pd.DataFrame:
@@ -253,7 +260,8 @@ def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -
                 log.warning("%s was trained with %s, this run uses %s: left out. Re-train it with --folds %d.",
                             done_path.parent, done["compat"], compat, done["fold"])
                 continue
-            entries[str(done["fold"])] = {"files": done["files"], "val_rmse": done["val_rmse"]}
+            entries[str(done["fold"])] = {"files": done["files"], "val_rmse": done["val_rmse"],
+                                          "checkpoint": done.get("checkpoint", "best")}
             oofs.append(pd.read_csv(done_path.parent / "oof.csv", dtype={ID_COL: str}))
         if not entries:
             raise ArtifactError(f"No finished fold of run {cfg.run!r} in {stage_dir} was trained with {compat}, so "
@@ -271,5 +279,6 @@ def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -
             "data_dir": str(os.path.abspath(cfg.data_dir)), "folds_csv_sha256": sha256_file(run.folds_csv),
             "folds_from": cfg.folds_from or None,
             "oof_nn_sha256": sha256_file(stage_dir / "oof_nn.csv"), "model": first, "mean_baseline": baselines,
+            "checkpoint": ",".join(sorted({e["checkpoint"] for e in entries.values()})),
         })
     return oof_table(oof, {"NN head": "pred"}, baselines)

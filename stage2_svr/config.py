@@ -32,3 +32,5 @@ class SVRConfig(RunSettings):
     batch_size: int = option(64, "Batch size for embedding extraction.")
     device: str = option("auto", "Embedding extraction device: auto (cuda if present), cpu, cuda, cuda:1 ...")
     num_workers: int = option(0, "DataLoader workers for embedding extraction.")
+    allow_partial: bool = option(False, "Go on when stage 1 has folds missing (recorded in the manifest); by "
+                                 "default that is an error naming the missing folds.")

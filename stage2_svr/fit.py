@@ -29,6 +29,7 @@ from pawcore.images import SplitImages, images_key
 from pawcore.metrics import format_table, oof_table
 from pawcore.oof import merge_oof
 from pawcore.run import RunDir, file_digests, load_manifest, manifest_digest, run_dir, write_manifest
+from stage1_backbone.completeness import check_complete
 from stage1_backbone.model import load_fold_model
 
 from .backends import portable, resolve_backend
@@ -73,6 +74,7 @@ def resolve_frozen_size(cfg: SVRConfig, stage1_size: int) -> int | None:
 def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     stage1 = load_manifest(run, "stage1")  # before any work: missing/changed stage 1 stops here
     folds = check_folds_unchanged(run, stage1)
+    partial = check_complete(run, stage1, cfg.allow_partial, "fit-svr")
     backend = resolve_backend(cfg.svr_backend)
     data_dir = cfg.data_dir or stage1["data_dir"]
     model_cfg = stage1["model"]
@@ -156,7 +158,7 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
         "folds": entries, "stage1_manifest_sha256": manifest_digest(run, "stage1"),
         "oof_svr_sha256": sha256_file(stage_dir / "oof_svr.csv"), "use_meta": cfg.use_meta,
         "standardize": scale, "backend": backend, "features": chosen, "select": cfg.select,
-        "frozen": frozen_record(chosen_sources, frozen), "n_features": int(X.shape[1]),
+        "frozen": frozen_record(chosen_sources, frozen), "n_features": int(X.shape[1]), "partial_stage1": partial,
     })
     table = oof_table(merge_oof(run), {"NN head": "nn", "SVR head": "svr", "blend 0.5": "blend"},
                       stage1["mean_baseline"])

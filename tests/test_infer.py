@@ -82,6 +82,8 @@ def test_report_and_plots_are_written(run_copy, tiny_data):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000
         assert f"]({name})" in report
     assert "| mean baseline |" in report.replace("| fold | n | mean baseline |", "| mean baseline |")
+    # Which stage-1 weights, and that their OOF is optimistic, is said where the numbers are.
+    assert "best epoch of each fold" in report and "`--checkpoint best`" in report and "optimistic" in report
 
 
 def test_missing_stage2_names_the_command(run_copy, tiny_data):

@@ -94,3 +94,18 @@ def test_use_meta_feeds_the_head(tiny_data, tmp_path):
     train_backbone(cfg)
     manifest = load_manifest(run_dir(tmp_path, "default"), "stage1")
     assert manifest["model"]["n_meta"] == 12 and "Near" in manifest["model"]["meta_cols"]
+
+
+def test_checkpoint_last_keeps_the_last_epoch_without_early_stopping(tiny_data, tmp_path):
+    # patience 1 would stop a `best` run as soon as val RMSE fails to improve once; `last` never stops early.
+    cfg = TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), **{**TINY, "epochs": 3, "patience": 1},
+                      folds="0", checkpoint="last")
+    train_backbone(cfg)
+    run = run_dir(tmp_path, "default")
+    epochs = pd.read_csv(run.fold_dir("stage1", 0) / "logs" / "metrics.csv").dropna(subset=["val_rmse"])
+    assert len(epochs) == 3
+    done = json.loads((run.fold_dir("stage1", 0) / "done.json").read_text())
+    assert done["checkpoint"] == "last" and done["val_rmse"] == pytest.approx(epochs["val_rmse"].iloc[-1], rel=1e-5)
+    # The saved weights are the last epoch's: their OOF RMSE is that epoch's val RMSE.
+    assert done["oof_rmse"] == pytest.approx(epochs["val_rmse"].iloc[-1], rel=1e-3)
+    assert load_manifest(run, "stage1")["checkpoint"] == "last"
