@@ -67,8 +67,9 @@ def open_photo(name: str, data: bytes, max_pixels: int = MAX_PIXELS) -> Photo | 
         # A full decode, not just the header: a truncated JPEG fails here, not halfway through scoring.
         h, w = load_rgb(io.BytesIO(data)).shape[:2]
     except DECODE_ERRORS as e:
-        return PhotoError(name, f"cannot be decoded as an image ({type(e).__name__}: {e}); "
-                                f"send a JPEG, PNG or WebP photo.")
+        # PIL's message for an unknown format names an in-memory object: useless to the person reading it.
+        why = "not an image format PIL knows" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+        return PhotoError(name, f"cannot be decoded as an image ({why}); send a JPEG, PNG or WebP photo.")
     return Photo(name, data, w, h)
 
 
