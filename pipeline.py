@@ -5,6 +5,8 @@
     python pipeline.py train-backbone --data-dir D [--run R]  # stage 1: fine-tune one model per fold
     python pipeline.py fit-svr [--run R]                      # stage 2: SVR per fold on frozen embeddings
     python pipeline.py infer --data-dir D --blend 0.5         # blend both heads -> submission.csv
+    python pipeline.py score PHOTO... [--suggest-crop]        # a photo's score, as in a submission
+    python pipeline.py serve                                  # the same in a web page (127.0.0.1:8000)
 
 Every stage command takes --config x.yaml (defaults; the command line wins) and --help. Installed, the
 same commands run as `pawpularity COMMAND ...` or `python -m pipeline COMMAND ...`.
@@ -143,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=60, help="Test photos (default: %(default)s).")
     p.add_argument("--seed", type=int, default=0, help="Random seed (default: %(default)s).")
     p.set_defaults(func=_make_demo_data)
+
+    # Photo advice (issue 14): `score` and `serve` replay a submission's ensemble on single photos.
+    from advice.cli import add_advice_commands
+    add_advice_commands(sub)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""`pipeline.py score`: the submission's scores replayed, per-photo errors, crop boxes, heatmap."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from advice.crop import candidate_boxes
+from advice.heatmap import occlusion_map
+from advice.photos import Photo, PhotoError, open_photo, read_photos
+from advice.score import load_ensemble, score_photos
+from pawcore.errors import ConfigError
+from pipeline import main
+
+
+def _score_json(capsys, *argv) -> tuple[int, list[dict]]:
+    code = main(["score", *map(str, argv), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_score_reproduces_the_submission(advice_run, test_photos, capsys):
+    art, sub = advice_run
+    code, rows = _score_json(capsys, *test_photos, "--artifacts-dir", art)
+    assert code == 0 and [r["path"] for r in rows] == [str(p) for p in test_photos]
+    expected = sub.set_index("Id")["Pawpularity"]
+    got = np.array([r["score"] for r in rows])
+    np.testing.assert_allclose(got, expected.loc[[p.stem for p in test_photos]].to_numpy(), atol=1e-4)
+    # The heads are reported too and blend as ensemble.json says (0.3 x NN + 0.7 x SVR).
+    blend = np.clip([0.3 * r["nn"] + 0.7 * r["svr"] for r in rows], 1, 100)
+    np.testing.assert_allclose(got, blend, atol=1e-5)
+    assert np.ptp(got) > 0  # different photos, different scores
+
+
+def test_score_without_infer_names_the_command(tiny_run, test_photos, capsys):
+    assert main(["score", str(test_photos[0]), "--artifacts-dir", str(tiny_run)]) == 2
+    assert "pipeline.py infer" in capsys.readouterr().err
+
+
+def test_bad_photos_get_their_own_error_and_the_rest_are_scored(advice_run, test_photos, tmp_path, capsys):
+    art, sub = advice_run
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(test_photos[0].read_bytes()[:300])
+    missing = tmp_path / "missing.jpg"
+    code, rows = _score_json(capsys, empty, test_photos[1], text, truncated, missing, "--artifacts-dir", art)
+    assert code == 1
+    assert [("error" in r) for r in rows] == [True, False, True, True, True]
+    assert "0 bytes" in rows[0]["error"] and "cannot be decoded" in rows[2]["error"]
+    assert "cannot be decoded" in rows[3]["error"] and "cannot be read" in rows[4]["error"]
+    assert rows[1]["score"] == pytest.approx(sub.set_index("Id").loc[test_photos[1].stem, "Pawpularity"], abs=1e-4)
+
+
+def test_exif_rotation_is_applied_before_scoring_and_boxes(advice_run, test_photos, tmp_path, capsys):
+    art, _ = advice_run
+    upright = Image.open(test_photos[2]).convert("RGB")
+    # Stored sideways with EXIF orientation 6 ("rotate 90 clockwise to view"): shown exactly as `upright`.
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated, plain = tmp_path / "rotated.png", tmp_path / "plain.png"
+    stored.save(rotated, exif=exif)
+    upright.save(plain)
+    code, rows = _score_json(capsys, rotated, plain, "--artifacts-dir", art, "--suggest-crop")
+    assert code == 0
+    assert (rows[0]["width"], rows[0]["height"]) == upright.size != stored.size
+    assert rows[0]["score"] == pytest.approx(rows[1]["score"], abs=1e-5)
+    assert rows[0]["crop"]["box"] == rows[1]["crop"]["box"]
+
+
+def test_candidate_boxes_lie_inside_and_keep_min_crop():
+    for w, h in ((640, 480), (480, 640), (1000, 250), (37, 91)):
+        boxes = candidate_boxes(w, h, min_crop=0.5)
+        aspects = {a for _, a in boxes}
+        assert len(boxes) > 10
+        assert "original" in aspects or (w, h) == (640, 480)  # 640x480 is 4:3: its boxes are named 4:3
+        for (x0, y0, x1, y1), _ in boxes:
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert x1 - x0 >= 0.5 * w - 1 and y1 - y0 >= 0.5 * h - 1
+            assert (x0, y0, x1, y1) != (0, 0, w, h)
+    assert {a for _, a in candidate_boxes(640, 480)} == {"1:1", "4:5", "4:3"}
+    # No other ratio keeps half the width and half the height of a 4:1 panorama.
+    assert {a for _, a in candidate_boxes(1000, 250)} == {"original"}
+    with pytest.raises(ConfigError, match="--min-crop"):
+        candidate_boxes(10, 10, min_crop=0)
+
+
+def test_suggested_crop_is_inside_beats_the_photo_and_rescores_the_same(advice_run, test_photos, tmp_path, capsys):
+    art, _ = advice_run
+    pngs = []
+    for p in test_photos[:4]:  # lossless copies, so a saved crop holds exactly the searched pixels
+        pngs.append(tmp_path / f"{p.stem}.png")
+        Image.open(p).save(pngs[-1])
+    code, rows = _score_json(capsys, *pngs, "--artifacts-dir", art, "--suggest-crop")
+    assert code == 0
+    crops = []
+    for r, path in zip(rows, pngs):
+        x0, y0, x1, y1 = r["crop"]["box"]
+        assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
+        assert r["crop"]["score"] >= r["score"] and r["crop"]["gain"] == pytest.approx(r["crop"]["score"] - r["score"])
+        crops.append(tmp_path / f"crop-{path.name}")
+        Image.open(path).crop((x0, y0, x1, y1)).save(crops[-1])
+    assert any(r["crop"]["gain"] > 0 for r in rows)  # the search finds something on some photo
+    # Scoring the saved crop as a photo gives the crop's reported score: the box means what it says.
+    _, again = _score_json(capsys, *crops, "--artifacts-dir", art)
+    np.testing.assert_allclose([a["score"] for a in again], [r["crop"]["score"] for r in rows], atol=1e-4)
+
+
+def test_heatmap_marks_regions_that_move_the_score(advice_run, test_photos, tmp_path, capsys):
+    art, _ = advice_run
+    ensemble = load_ensemble(art, "default", device="cpu")
+    photo = read_photos([test_photos[3]])[0]
+    heat = occlusion_map(ensemble, photo, window=1 / 4, stride=1 / 4)  # 4 x 4 disjoint windows
+    assert heat.shape == (32, 32) and np.isfinite(heat).all() and np.abs(heat).max() > 0
+    # Occluding the reddest window must lower the score more than occluding the bluest one.
+    base = score_photos(ensemble, [photo])[0].score
+    pixels = photo.rgb(32)
+    def occluded_score(yx):
+        y, x = (int(v) // 8 * 8 for v in yx)
+        img = pixels.copy()
+        img[y:y + 8, x:x + 8] = pixels.reshape(-1, 3).mean(0).astype(np.float32)
+        png = tmp_path / f"occ{y}-{x}.png"
+        cv2.imwrite(str(png), img[:, :, ::-1])
+        return score_photos(ensemble, [read_photos([png])[0]])[0].score
+    top = occluded_score(np.unravel_index(heat.argmax(), heat.shape))
+    bottom = occluded_score(np.unravel_index(heat.argmin(), heat.shape))
+    assert base - top == pytest.approx(heat.max(), abs=0.05)
+    assert base - top > base - bottom
+    # The command line writes the overlay PNG at the photo's upright size.
+    code = main(["score", str(test_photos[3]), "--artifacts-dir", str(art), "--heatmap", str(tmp_path / "h")])
+    assert code == 0
+    written = cv2.imread(str(tmp_path / "h" / f"{test_photos[3].stem}-heatmap.png"))
+    assert written.shape[:2] == (photo.height, photo.width)
+
+
+def test_open_photo_limits():
+    assert isinstance(open_photo("x", b""), PhotoError)
+    ok, buf = cv2.imencode(".png", np.zeros((40, 30, 3), np.uint8))
+    photo = open_photo("y", buf.tobytes())
+    assert isinstance(photo, Photo) and (photo.width, photo.height) == (30, 40)
+    big = open_photo("z", buf.tobytes(), max_pixels=1000)
+    assert isinstance(big, PhotoError) and "megapixels" in big.error
