@@ -51,6 +51,16 @@ def output_paths(cfg: InferConfig, run: RunDir) -> tuple[Path, Path]:
     return out, cache
 
 
+def svr_note(stage2: dict) -> str:
+    """The SVR's sources for the report; a set chosen on OOF makes its OOF RMSE slightly optimistic."""
+    features = "+".join(stage2.get("features", ["tuned"]))
+    note = f"SVR features: {features}, scaler {'on' if stage2['standardize'] else 'off'}"
+    if stage2.get("select", "none") != "none":
+        return (note + f" (chosen on OOF by fit-svr --select {stage2['select']}: the SVR's OOF RMSE is slightly "
+                "optimistic, since the set was chosen on these same rows).")
+    return note + "."
+
+
 def infer(cfg: InferConfig) -> pd.DataFrame:
     """Write the submission (and report) and return it."""
     weight = parse_blend(cfg.blend)
@@ -79,7 +89,8 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
         with atomic_path(out) as tmp:  # never a partial submission.csv
             submission.to_csv(tmp, index=False)
         spec.save(out.parent / "ensemble.json")  # what score/serve replay for one photo
-        report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission)
+        report = write_report(out.parent, oof, table, curve, weight, chosen_by, out, submission,
+                              svr_note(ensemble.predictors[cfg.run].stage2))
     print(f"\nOOF RMSE (run {cfg.run!r}, final = {weight:.2f} x NN + {1 - weight:.2f} x SVR, TTA {'on' if cfg.tta else 'off'}):")
     print(format_table(table))
     print(f"Submission: {out} ({len(submission)} rows)\nReport:     {report}\n")

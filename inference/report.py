@@ -27,7 +27,7 @@ def _save(fig, path: Path) -> None:
 
 
 def write_report(out_dir: Path, oof: pd.DataFrame, table: pd.DataFrame, curve: pd.DataFrame, weight: float,
-                 chosen_by: str, submission: Path, test_pred: pd.DataFrame) -> Path:
+                 chosen_by: str, submission: Path, test_pred: pd.DataFrame, svr_note: str = "") -> Path:
     """Write report.md + PNGs into out_dir; return the report's path."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
     for ax, (label, col) in zip(axes, HEADS.items()):
@@ -62,6 +62,7 @@ def write_report(out_dir: Path, oof: pd.DataFrame, table: pd.DataFrame, curve: p
         f"({len(test_pred)} rows).", "",
         f"Blend: final = {weight:.2f} x NN + {1 - weight:.2f} x SVR ({chosen_by}); "
         f"OOF blend-curve minimum {best['rmse']:.3f} at weight {best['weight']:.2f}.", "",
+        *([svr_note, ""] if svr_note else []),
         "## Out-of-fold RMSE", "",
         _markdown(table),
         "",
