@@ -35,6 +35,16 @@ def test_source_specs_parse_and_round_trip():
     assert [s.spec for s in sized] == ["tuned", "tf_efficientnet_lite0@160", "tf_efficientnet_lite1@200"]
 
 
+def test_frozen_size_default_is_stage_ones_size():
+    from stage2_svr.fit import resolve_frozen_size
+
+    assert SVRConfig().frozen_size == "stage1" and resolve_frozen_size(SVRConfig(), 160) == 160
+    assert resolve_frozen_size(SVRConfig(frozen_size="native"), 160) is None
+    assert resolve_frozen_size(SVRConfig(frozen_size="200"), 160) == 200
+    with pytest.raises(ConfigError, match="--frozen-size 'big'"):
+        resolve_frozen_size(SVRConfig(frozen_size="big"), 160)
+
+
 @pytest.mark.parametrize("bad, message", [
     ("tuned@160", "takes no"), ("not_a_model_xyz", "not a timm model"), ("tuned,tuned", "more than once"),
     ("auto,tf_efficientnet_lite0", "more than once"), ("tf_efficientnet_lite0@3", "out of range"), ("", "empty")])
