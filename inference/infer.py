@@ -108,6 +108,16 @@ def family_share(weights: dict[str, float], runs: list[str]) -> float | None:
     return share if all(abs(weights.get(h, 0.0) - w) < 1e-9 for h, w in even.items()) else None
 
 
+def svr_note(stage2: dict) -> str:
+    """The SVR's sources for the report; a set chosen on OOF makes its OOF RMSE slightly optimistic."""
+    features = "+".join(stage2.get("features", ["tuned"]))
+    note = f"SVR features: {features}, scaler {'on' if stage2['standardize'] else 'off'}"
+    if stage2.get("select", "none") != "none":
+        return (note + f" (chosen on OOF by fit-svr --select {stage2['select']}: the SVR's OOF RMSE is slightly "
+                "optimistic, since the set was chosen on these same rows).")
+    return note + "."
+
+
 def infer(cfg: InferConfig) -> pd.DataFrame:
     """Write the submission, ensemble.json and report; return the submission."""
     blend = None if cfg.weights_from else parse_blend(cfg.blend)
@@ -122,7 +132,8 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     notes = []
     for run, predictor in ensemble.predictors.items():
         partial = check_complete(run_dir(cfg.artifacts_dir, run), predictor.stage1, cfg.allow_partial, "infer")
-        notes += [(f"Run {run!r}: " if len(runs) > 1 else "") + note for note in stage1_notes(predictor.stage1, partial)]
+        notes += [(f"Run {run!r}: " if len(runs) > 1 else "") + note
+                  for note in [*stage1_notes(predictor.stage1, partial), svr_note(predictor.stage2)]]
 
     oof = None
     try:

@@ -21,13 +21,15 @@ class SVRConfig(RunSettings):
                            "backbone), a timm model name (frozen, packaged ImageNet weights: tf_efficientnet_lite0/1/2), "
                            "MODEL=PATH (weights from a local file), MODEL:logits (its ImageNet logits), MODEL@SIZE "
                            "(run at SIZE px). auto = tuned + every installed packaged model.")
-    frozen_size: str = option("native", "Input size of frozen models named without @SIZE: native (each model's "
-                              "own pretrained_cfg size), stage1 (stage 1's --img-size) or a number of pixels.")
+    frozen_size: str = option("stage1", "Input size of frozen models named without @SIZE: stage1 (stage 1's "
+                              "--img-size; measured better than native on the oxford photos, README), native (each "
+                              "model's own pretrained_cfg size) or a number of pixels.")
     select: str = option("auto", "auto = greedy forward selection of the sources and the scaler on OOF RMSE; "
                          "sources = select the sources, scaler as --standardize says; none = all given sources.",
                          choices=("auto", "sources", "none"))
-    standardize: bool = option(True, "Standardise features with a scaler fitted on each fold's train rows "
-                               "(used with --select sources/none; --select auto tries both).")
+    standardize: bool = option(False, "Standardise features with a scaler fitted on each fold's train rows "
+                               "(used with --select sources/none; --select auto tries both). Off: unscaled "
+                               "measured better for every source on the oxford photos (README).")
     use_meta: bool = option(False, "Append the 12 metadata flags to the embeddings.")
     batch_size: int = option(64, "Batch size for embedding extraction.")
     device: str = option("auto", "Embedding extraction device: auto (cuda if present), cpu, cuda, cuda:1 ...")

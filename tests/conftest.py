@@ -39,7 +39,8 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     art = tmp_path_factory.mktemp("artifacts")
     train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(art), **TINY))
     # The fine-tuned source alone keeps these tests fast; the frozen bank has its own (tests/test_bank.py).
-    fit_svr(SVRConfig(artifacts_dir=str(art), svr_backend="sklearn", features="tuned", select="none"))
+    fit_svr(SVRConfig(artifacts_dir=str(art), svr_backend="sklearn", features="tuned", select="none",
+                      standardize=True))
     return art
 
 

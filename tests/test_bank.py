@@ -35,6 +35,16 @@ def test_source_specs_parse_and_round_trip():
     assert [s.spec for s in sized] == ["tuned", "tf_efficientnet_lite0@160", "tf_efficientnet_lite1@200"]
 
 
+def test_frozen_size_default_is_stage_ones_size():
+    from stage2_svr.fit import resolve_frozen_size
+
+    assert SVRConfig().frozen_size == "stage1" and resolve_frozen_size(SVRConfig(), 160) == 160
+    assert resolve_frozen_size(SVRConfig(frozen_size="native"), 160) is None
+    assert resolve_frozen_size(SVRConfig(frozen_size="200"), 160) == 200
+    with pytest.raises(ConfigError, match="--frozen-size 'big'"):
+        resolve_frozen_size(SVRConfig(frozen_size="big"), 160)
+
+
 @pytest.mark.parametrize("bad, message", [
     ("tuned@160", "takes no"), ("not_a_model_xyz", "not a timm model"), ("tuned,tuned", "more than once"),
     ("auto,tf_efficientnet_lite0", "more than once"), ("tf_efficientnet_lite0@3", "out of range"), ("", "empty")])
@@ -157,7 +167,10 @@ def test_infer_uses_the_chosen_sources_and_refuses_a_missing_one(run_copy, tiny_
     assert not np.allclose(plain["Pawpularity"], tta["Pawpularity"]), "TTA applies to the frozen source too"
 
     # SVR-only predictions equal the fold SVRs applied to the frozen features of the test photos.
-    feats = np.load(next((run_copy / "cache/emb/default").glob("test_efficientnet-48px-emb-[0-9a-f]*.npy")))
+    plain_views = [p for p in (run_copy / "cache/emb/default").glob("test_efficientnet-48px-emb-*.npy")
+                   if "-flip-" not in p.name]
+    assert len(plain_views) == 1
+    feats = np.load(plain_views[0])
     load = __import__("joblib").load
     fold = [(load(run_copy / f"default/stage2/fold{k}/svr.joblib"), load(run_copy / f"default/stage2/fold{k}/scaler.joblib"))
             for k in (0, 1)]
@@ -185,7 +198,7 @@ def test_infer_refuses_an_uninstalled_packaged_source(run_copy, tiny_data, monke
         infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy)))
 
 
-def test_fit_svr_selects_and_writes_the_table(run_copy, frozen_file, capsys):
+def test_fit_svr_selects_and_writes_the_table(run_copy, tiny_data, frozen_file, capsys):
     fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", features=f"tuned,test_efficientnet@48={frozen_file}"))
     table = pd.read_csv(run_copy / "default/stage2/selection.csv")
     assert set(table["step"]) >= {"alone", "step 1", "chosen"}
@@ -198,3 +211,6 @@ def test_fit_svr_selects_and_writes_the_table(run_copy, frozen_file, capsys):
     rmse = float(np.sqrt(np.mean((oof["pred"] - oof["target"]) ** 2)))
     assert rmse == pytest.approx(chosen["oof_rmse"], abs=1e-6), "the saved SVRs are the chosen set's"
     assert "slightly optimistic" in capsys.readouterr().out
+    infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy)))
+    report = (run_copy / "default/report.md").read_text()
+    assert f"SVR features: {chosen['sources']}" in report and "slightly optimistic" in report
