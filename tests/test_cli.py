@@ -29,6 +29,19 @@ def yaml_file(tmp_path, text: str) -> str:
     return str(path)
 
 
+@pytest.mark.parametrize("package", ["pawcore", "stage1_backbone", "stage2_svr", "inference", "workflows", "advice"])
+def test_every_module_imports(package):
+    # A moved module with a stale (e.g. relative) import fails here, not in the user's first command.
+    import importlib
+    import pkgutil
+
+    root = importlib.import_module(package)
+    names = [m.name for m in pkgutil.walk_packages(root.__path__, prefix=f"{package}.")]
+    assert names, f"no modules found in {package}"
+    for name in names:
+        importlib.import_module(name)
+
+
 def test_yaml_values_are_typed_like_the_command_line(tmp_path):
     cfg = parse(["train-backbone", "--data-dir", "d", "--config",
                  yaml_file(tmp_path, "lr: 3e-4\nepochs: '7'\nuse_meta: yes\nwarmup_epochs: 1\nfolds: 0\n")])

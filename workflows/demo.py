@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from inference.config import InferConfig
+from inference.infer import infer
 from pawcore.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
-
-from .config import InferConfig
-from .infer import infer
 
 log = logging.getLogger(__name__)
 
