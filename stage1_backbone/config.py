@@ -16,7 +16,11 @@ class TrainConfig:
                              "tf_efficientnet_lite0 (else error), none = random init, hub = allow a download.",
                              choices=("auto", "none", "hub"))
     pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.")
-    img_size: int = option(224, "Square input size in pixels.")
+    mean: str = option("", "Normalisation mean, 3 comma-separated values on 0..1 (RGB), for --pretrained-file weights "
+                       "trained with another recipe; default: the pretrained_cfg in a config.json beside the weights "
+                       "file, else timm's for --backbone. Saved with each fold and used by every later stage.")
+    std: str = option("", "Normalisation std, 3 comma-separated values on 0..1 (RGB); default as for --mean.")
+    img_size: int = option(224, "Square input size in pixels (passed to models built for one size: ViT, Swin...).")
     n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).")
     folds: str = option("", "Train only these folds, e.g. '0,2' (default: all).")
     seed: int = option(42, "Seed for folds, init, augmentation and data order.")
@@ -44,5 +48,5 @@ class TrainConfig:
 
 # Settings that change what a fold learns: a finished fold is re-used only if these match. The rest
 # (where to run, how many workers, which folds this job takes) may differ between jobs of one run.
-MODEL_KEYS = ("backbone", "pretrained", "pretrained_file", "img_size", "n_folds", "seed", "epochs", "batch_size",
+MODEL_KEYS = ("backbone", "pretrained", "pretrained_file", "mean", "std", "img_size", "n_folds", "seed", "epochs", "batch_size",
               "lr", "weight_decay", "warmup_epochs", "patience", "use_meta", "checkpoint")
