@@ -24,6 +24,8 @@ from .progress import progress
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when decoding/resizing changes, so old caches are not reused
+# How every cached image is resized (after JPEG draft decoding): recorded in each fold's config.json.
+INTERPOLATION = "area"
 
 
 def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:

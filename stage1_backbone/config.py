@@ -17,7 +17,14 @@ class TrainConfig(RunSettings):
                              "tf_efficientnet_lite0/1/2 (else error), none = random init, hub = allow a download.",
                              choices=("auto", "none", "hub"), group="model")
     pretrained_file: str = option("", "Local timm/PyTorch checkpoint (.pth/.bin/.safetensors) to start from.", group="model")
-    img_size: int = option(224, "Square input size in pixels.", group="model")
+    mean: str = option("", "Normalisation mean, 3 comma-separated values on 0..1 (RGB), for --pretrained-file weights "
+                       "trained with another recipe; default: the pretrained_cfg in a config.json beside the weights "
+                       "file, else timm's for --backbone. Saved with each fold and used by every later stage.",
+                       group="model")
+    std: str = option("", "Normalisation std, 3 comma-separated values on 0..1 (RGB); default as for --mean.",
+                      group="model")
+    img_size: int = option(224, "Square input size in pixels (passed to models built for one size: ViT, Swin...).",
+                           group="model")
     n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).", group="data")
     folds_from: str = option("", "Copy folds.csv from this run (same --artifacts-dir), so the two runs can be "
                              "ensembled by `infer --runs`; then --seed varies only training.", group="data")
@@ -50,5 +57,5 @@ class TrainConfig(RunSettings):
 
 # Settings that change what a fold learns: a finished fold is re-used only if these match. The rest
 # (where to run, how many workers, which folds this job takes) may differ between jobs of one run.
-MODEL_KEYS = ("backbone", "pretrained", "pretrained_file", "img_size", "n_folds", "seed", "epochs", "batch_size",
+MODEL_KEYS = ("backbone", "pretrained", "pretrained_file", "mean", "std", "img_size", "n_folds", "seed", "epochs", "batch_size",
               "lr", "weight_decay", "warmup_epochs", "patience", "use_meta", "checkpoint")

@@ -6,18 +6,21 @@ score, so one forward pass gives both heads' inputs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import timm
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pawcore.errors import ArtifactError
+from pawcore.images import INTERPOLATION
+
 from .pretrained import create_backbone
 
 
 class Preprocess(nn.Module):
-    """uint8 NCHW -> normalised float, with the backbone's timm mean/std (not saved: derived from timm)."""
+    """uint8 NCHW -> normalised float. mean/std are not in the weights file but in the fold's config.json."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
@@ -31,10 +34,13 @@ class Preprocess(nn.Module):
 class PawpularityNet(nn.Module):
     """uint8 images -> (pooled embedding, score logit). Preprocessing is part of the model."""
 
-    def __init__(self, backbone: nn.Module, n_meta: int = 0):
+    def __init__(self, backbone: nn.Module, n_meta: int = 0, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
         super().__init__()
+        # For training: what the weights asked for, else timm's pretrained_cfg of the backbone. A saved
+        # fold always passes its own (see load_fold_model): today's timm defaults may differ.
         cfg = timm.data.resolve_model_data_config(backbone)
-        self.preprocess = Preprocess(cfg["mean"], cfg["std"])
+        self.preprocess = Preprocess(cfg["mean"] if mean is None else mean, cfg["std"] if std is None else std)
         self.backbone = backbone
         self.n_meta = n_meta
         self.head = nn.Linear(backbone.num_features + n_meta, 1)
@@ -67,8 +73,17 @@ def save_weights(model: PawpularityNet, path: Path) -> None:
 
 
 def load_fold_model(model_config: dict[str, Any], weights: Path) -> PawpularityNet:
-    """Rebuild a fold's model from its saved config (never today's defaults) and load its weights."""
-    model = PawpularityNet(create_backbone(model_config["backbone"], pretrained="none"),
-                           n_meta=int(model_config["n_meta"]))
+    """Rebuild a fold's model from its saved config (never today's defaults) and load its weights.
+
+    Preprocessing too: the input size, mean and std saved at training time, not those of the timm
+    installed today (another version, or a backbone trained with other weights' normalisation).
+    """
+    interpolation = model_config.get("interpolation", INTERPOLATION)
+    if interpolation != INTERPOLATION:
+        raise ArtifactError(f"{weights.parent} was trained on images resized with {interpolation!r}; this code "
+                            f"resizes with {INTERPOLATION!r}. Use the pipeline version that trained it, or re-train.")
+    model = PawpularityNet(create_backbone(model_config["backbone"], pretrained="none",
+                                           img_size=int(model_config["img_size"])),
+                           n_meta=int(model_config["n_meta"]), mean=model_config.get("mean"), std=model_config.get("std"))
     model.load_state_dict(load_file(str(weights)))
     return model.eval()

@@ -7,9 +7,12 @@ onto timm's `tf_efficientnet_lite{0,1,2}` (same architecture, same TF 'same' pad
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
+import json
 import logging
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -72,7 +75,7 @@ def efficientnet_lite0_state_dict() -> "OrderedDict[str, torch.Tensor]":
 def check_weights_source(name: str, pretrained: str = "none", pretrained_file: str = "") -> None:
     """Raise ConfigError now, before any data work, if the weights asked for cannot be had offline."""
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
         raise ConfigError(f"--backbone {name!r} is not a timm model. Similar names: {close}. "
                           f"See timm.list_models().")
     if pretrained_file and not Path(pretrained_file).is_file():
@@ -85,13 +88,21 @@ def check_weights_source(name: str, pretrained: str = "none", pretrained_file: s
         packaged_weights_file(name)  # its package installed, or a ConfigError naming the pip command
 
 
-def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = "") -> nn.Module:
-    """A timm model with its classifier removed (num_classes=0: forward returns pooled pre-logits)."""
+def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = "",
+                    img_size: int | None = None) -> nn.Module:
+    """A timm model with its classifier removed (num_classes=0: forward returns pooled pre-logits).
+
+    `img_size` is passed to models built for one input size (ViT, DeiT, BEiT, Swin...): without it their
+    first forward at another size fails. Weights made for the native size are adapted by timm's own
+    checkpoint filter of the model (position embeddings / relative-position tables resampled).
+    """
     check_weights_source(name, pretrained, pretrained_file)
-    if pretrained == "hub" and not pretrained_file:
+    hub = pretrained == "hub" and not pretrained_file
+    if hub:
         log.info("Downloading pretrained weights for %s from the hub (--pretrained hub).", name)
-        return timm.create_model(name, pretrained=True, num_classes=0)
-    model = timm.create_model(name, pretrained=False, num_classes=0)
+    model = _create(name, hub, img_size)
+    if hub:
+        return model
     if pretrained_file:
         state = _read_file(Path(pretrained_file))
     elif pretrained == "auto":
@@ -102,6 +113,50 @@ def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = 
     return model
 
 
+def _create(name: str, pretrained: bool, img_size: int | None) -> nn.Module:
+    if img_size is None:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=img_size)
+    except TypeError as e:  # a model without a fixed input size (CNNs): it takes any size as it is
+        if "img_size" not in str(e):
+            raise
+        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+
+
+def file_normalisation(pretrained_file: str) -> tuple[list[float], list[float]] | None:
+    """(mean, std) from the pretrained_cfg in a config.json beside a weights file (the layout of timm
+    models on the Hugging Face hub, e.g. a Kaggle dataset of one), or None when there is none."""
+    if not pretrained_file:
+        return None
+    config = Path(pretrained_file).parent / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        cfg = json.loads(config.read_text()).get("pretrained_cfg", {})
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    if "mean" in cfg and "std" in cfg:
+        log.info("Normalisation from %s: mean %s, std %s", config, cfg["mean"], cfg["std"])
+        return [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]
+    return None
+
+
+def parse_triple(text: str, option: str) -> list[float] | None:
+    """'0.485,0.456,0.406' -> [0.485, 0.456, 0.406]; '' -> None; anything else is a ConfigError."""
+    if not str(text).strip():
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or (option == "--std" and min(values) <= 0):
+        raise ConfigError(f"{option} {text!r}: give 3 comma-separated numbers on the 0..1 scale, one per RGB "
+                          f"channel, e.g. {option} {'0.485,0.456,0.406' if option == '--mean' else '0.229,0.224,0.225'}"
+                          f"{' (all > 0)' if option == '--std' else ''}.")
+    return values
+
+
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
     # timm's loader reads .safetensors and .pth/.bin (weights_only), unwraps 'state_dict'/'model', strips 'module.'.
     return timm.models.load_state_dict(str(path), weights_only=True)
@@ -110,6 +165,15 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     classifier = model.pretrained_cfg.get("classifier", "classifier")
     state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
+    # What timm does when it loads pretrained weights: the model's own filter adapts them to this
+    # model (e.g. ViT/Swin position tables resampled to a non-native --img-size).
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"Pretrained weights from {source} do not fit {model.__class__.__name__} ({e}). "
+                              f"Check that the file is for the same --backbone.") from None
     own = model.state_dict()
     wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong_shape:

@@ -32,6 +32,7 @@ from pawcore.config import parse_folds
 from pawcore.data import ID_COL, META_COLS
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.folds import adopt_folds, load_or_make_folds
+from pawcore.images import INTERPOLATION
 from pawcore.locks import exclusive
 from pawcore.metrics import fold_baselines, format_table, oof_table, rmse
 from pawcore.progress import interactive
@@ -44,7 +45,7 @@ from .lit import EpochSummary, LitPawpularity
 from .loggers import check_logger, fold_loggers
 from .model import PawpularityNet, save_weights
 from .predict import embed_and_score
-from .pretrained import check_weights_source, create_backbone
+from .pretrained import check_weights_source, create_backbone, file_normalisation, parse_triple
 
 log = logging.getLogger(__name__)
 STAGE = "stage1"
@@ -68,6 +69,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     check_logger(cfg.logger)
     if cfg.folds_from:  # shared folds: runs that can be ensembled (infer --runs)
         adopt_folds(run_dir(cfg.artifacts_dir, cfg.folds_from).folds_csv, run.folds_csv, cfg.folds_from)
+    normalisation(cfg)
 
     train, pixels = load_split(cfg.data_dir, "train", cfg.img_size, run.image_cache, require_meta=cfg.use_meta)
     folds = load_or_make_folds(run.folds_csv, train.frame, cfg.n_folds, cfg.seed)
@@ -92,6 +94,15 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     print(format_table(table))
     print(f"Artifacts: {run.stage(STAGE)}\n")
     return table
+
+
+def normalisation(cfg: TrainConfig) -> tuple[list[float] | None, list[float] | None]:
+    """(mean, std) for the model: --mean/--std, else the weights file's pretrained_cfg, else None (timm's)."""
+    mean, std = parse_triple(cfg.mean, "--mean"), parse_triple(cfg.std, "--std")
+    from_file = file_normalisation(cfg.pretrained_file) if mean is None or std is None else None
+    if from_file is not None:
+        mean, std = mean or from_file[0], std or from_file[1]
+    return mean, std
 
 
 def fold_finished(run: RunDir, k: int, cfg: TrainConfig) -> bool:
@@ -132,7 +143,9 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     seed = cfg.seed * 1000 + k
     pl.seed_everything(seed, workers=True, verbose=False)
     n_meta = len(META_COLS) if meta is not None else 0
-    model = PawpularityNet(create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file), n_meta=n_meta)
+    mean, std = normalisation(cfg)
+    model = PawpularityNet(create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file, img_size=cfg.img_size),
+                           n_meta=n_meta, mean=mean, std=std)
     with torch.no_grad():  # start the head at the training mean: the first steps fine-tune, not recentre
         p = float(np.clip(targets[train_rows].mean() / 100.0, 1e-3, 1 - 1e-3))
         model.head.bias.fill_(math.log(p / (1 - p)))
@@ -220,7 +233,8 @@ def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
     """What a later stage needs to rebuild this fold's model and feed it, independent of today's defaults."""
     return {"fold": k, "train": dataclasses.asdict(cfg), "model": {
         "backbone": cfg.backbone, "n_meta": model.n_meta, "meta_cols": META_COLS if model.n_meta else [],
-        "img_size": cfg.img_size, "feature_dim": model.feature_dim,
+        "img_size": cfg.img_size, "input_size": [3, cfg.img_size, cfg.img_size], "interpolation": INTERPOLATION,
+        "feature_dim": model.feature_dim,
         "mean": model.preprocess.mean.flatten().div(255).tolist(),
         "std": model.preprocess.std.flatten().div(255).tolist()}}
 

@@ -1,18 +1,36 @@
 """One photo, the same numbers in every stage: SVR features, preprocessing, the model's input size."""
 from __future__ import annotations
 
+import json
+
 import joblib
 import numpy as np
 import pandas as pd
+import pytest
+import timm
 import torch
+from timm.models import register_model
+from timm.models.swin_transformer import _create_swin_transformer
 
+from inference.config import InferConfig
+from inference.infer import infer
 from inference.predictor import RunPredictor
+from pawcore.errors import ConfigError
 from pawcore.data import read_split
 from pawcore.images import cached_images, images_key
 from pawcore.run import run_dir
+from stage1_backbone.config import TrainConfig
+from stage1_backbone.model import load_fold_model
+from stage1_backbone.predict import embed_and_score
+from stage1_backbone.pretrained import create_backbone
+from stage1_backbone.train import normalisation, train_backbone
 from stage2_svr.backends import predict_numpy
+from stage2_svr.config import SVRConfig
+from stage2_svr.fit import fit_svr
 from stage2_svr.embeddings import embedding_cache_path, fold_embeddings
 from stage2_svr.features import standardize
+
+from .conftest import TINY
 
 
 def test_svr_features_of_fit_svr_and_infer_agree(tiny_run, tiny_data):
@@ -37,3 +55,70 @@ def test_svr_features_of_fit_svr_and_infer_agree(tiny_run, tiny_data):
         svr = joblib.load(run.fold_dir("stage2", k) / "svr.joblib")
         pred = np.clip(predict_numpy(svr, standardize(at_infer[rows], scaler).numpy()), 1, 100)
         np.testing.assert_allclose(pred, val["pred"].to_numpy(), atol=1e-4)
+
+
+def _reload_reproduces_oof(art, data, fold: int) -> None:
+    run = run_dir(art, "default")
+    config = json.loads((run.fold_dir("stage1", fold) / "config.json").read_text())["model"]
+    model = load_fold_model(config, run.fold_dir("stage1", fold) / "model.safetensors")
+    train = read_split(data, "train")
+    pixels = cached_images(train.image_paths, config["img_size"], run.image_cache, "train")
+    oof = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str}).query("fold == @fold")
+    _, scores = embed_and_score(model, pixels, np.array([train.ids.index(i) for i in oof["Id"]]), device="cpu")
+    np.testing.assert_allclose(scores.numpy(), oof["pred"].to_numpy(), atol=1e-4)
+
+
+def test_preprocessing_comes_from_the_saved_config_not_todays_timm(tiny_run, tiny_data, monkeypatch):
+    """Another timm version (or another default pretrained_cfg) must not change how a saved fold is fed."""
+    monkeypatch.setattr(timm.data, "resolve_model_data_config",
+                        lambda model, **kw: {"mean": (0.1, 0.2, 0.3), "std": (0.9, 0.8, 0.7),
+                                             "input_size": (3, 999, 999), "interpolation": "nearest"})
+    _reload_reproduces_oof(tiny_run, tiny_data, fold=1)
+
+
+def test_mean_and_std_options_are_used_saved_and_reloaded(tiny_data, tmp_path):
+    mean, std = "0.2,0.3,0.4", "0.5,0.6,0.7"
+    train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), **{**TINY, "epochs": 1},
+                               folds="0", mean=mean, std=std))
+    config = json.loads((tmp_path / "default/stage1/fold0/config.json").read_text())["model"]
+    np.testing.assert_allclose(config["mean"], [0.2, 0.3, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(config["std"], [0.5, 0.6, 0.7], rtol=1e-6)
+    assert config["input_size"] == [3, 32, 32] and config["interpolation"] == "area"
+    _reload_reproduces_oof(tmp_path, tiny_data, fold=0)
+    with pytest.raises(ConfigError, match="--std '0.5,0,0.7': give 3 comma-separated numbers"):
+        train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path / "bad"), std="0.5,0,0.7"))
+
+
+def test_weights_file_with_its_pretrained_cfg_sets_the_normalisation(tmp_path):
+    """timm's hub layout (weights + config.json with pretrained_cfg), as in a Kaggle dataset of them."""
+    torch.save(create_backbone("test_efficientnet", "none").state_dict(), tmp_path / "weights.pth")
+    (tmp_path / "config.json").write_text(json.dumps({"pretrained_cfg": {"mean": [0.48, 0.45, 0.4],
+                                                                         "std": [0.27, 0.26, 0.28]}}))
+    cfg = TrainConfig(backbone="test_efficientnet", pretrained_file=str(tmp_path / "weights.pth"))
+    assert normalisation(cfg) == ([0.48, 0.45, 0.4], [0.27, 0.26, 0.28])
+    assert normalisation(TrainConfig(**{**cfg.__dict__, "mean": "0.5,0.5,0.5"}))[0] == [0.5, 0.5, 0.5]
+    assert normalisation(TrainConfig(backbone="test_efficientnet")) == (None, None)  # timm's own, at training
+
+
+# A Swin small enough for a test, built by timm's own Swin code (timm ships no test_swin).
+@register_model
+def pawtest_swin(pretrained=False, **kwargs):
+    return _create_swin_transformer("swin_tiny_patch4_window7_224", pretrained, embed_dim=16, depths=(1, 1),
+                                    num_heads=(1, 2), window_size=4, **kwargs)
+
+
+@pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "pawtest_swin"])
+def test_transformers_at_a_non_native_size_end_to_end(backbone, tiny_data, tmp_path):
+    """ViT and Swin are built for 224 px; at --img-size 48 their first forward failed (img_size was not
+    passed to timm). Weights made for 224 px are resampled by timm's checkpoint filter on loading."""
+    native = timm.create_model(backbone, pretrained=False, num_classes=0)
+    assert native.pretrained_cfg["input_size"] == (3, 224, 224)
+    torch.save(native.state_dict(), tmp_path / "native.pth")
+    art = str(tmp_path / "art")
+    train_backbone(TrainConfig(data_dir=str(tiny_data), artifacts_dir=art,
+                               **{**TINY, "backbone": backbone, "img_size": 48, "epochs": 1},
+                               pretrained_file=str(tmp_path / "native.pth")))
+    fit_svr(SVRConfig(artifacts_dir=art, svr_backend="sklearn"))
+    sub = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=art, blend="0.5"))
+    assert len(sub) == 8 and sub["Pawpularity"].between(1, 100).all()
+    _reload_reproduces_oof(art, tiny_data, fold=0)
