@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, summarise
+from .images import cached_images, decode_problems
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class Split:
 
     def targets(self) -> np.ndarray:
         return self.frame[TARGET_COL].to_numpy(np.float32)
+
+    def pixels(self, size: int, cache_dir: str | Path) -> np.ndarray:
+        """(N, size, size, 3) uint8 RGB, decoded once into the shared memory-mapped cache."""
+        return cached_images(self.image_paths, size, cache_dir, self.name)
 
 
 def _line_of(problem: str) -> int:
@@ -144,20 +149,17 @@ def scan_split(data_dir: str | Path, split: str, require_meta: bool = False
 
 
 def read_split(data_dir: str | Path, split: str, require_meta: bool = False) -> Split:
-    """Read and validate `<split>.csv` and check every row has its image file.
+    """Read and validate `<split>.csv` and check every row has its image file: the one loader of every stage.
 
-    Raises DataError listing every problem found (not just the first).
+    Raises DataError listing every problem found, not just the first: with CSV problems, the images that
+    do not decode are listed too, so a user fixes everything in one pass. (Without them, the images are
+    decoded once, into the cache, by `Split.pixels`, which reports undecodable ones the same way.)
     """
     frame, paths, problems = scan_split(data_dir, split, require_meta)
     if problems:
+        problems += decode_problems([p for p in paths if p.is_file()])
         raise DataError(summarise(problems, f"{Path(data_dir) / split}.csv and its images"), problems)
     return Split(split, frame, paths)
-
-
-def summarise(problems: list[str], where: str, limit: int = 30) -> str:
-    shown = "\n  ".join(problems[:limit])
-    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-    return f"{len(problems)} problem(s) in {where}:\n  {shown}{more}"
 
 
 def _warn_orphans(image_dir: Path, ids: set[str]) -> None:

@@ -17,5 +17,12 @@ class DataError(PipelineError):
         self.problems = problems or [message]
 
 
+def summarise(problems: list[str], where: str, limit: int = 30) -> str:
+    """'N problem(s) in WHERE:' and the first `limit` problems, one per line."""
+    shown = "\n  ".join(problems[:limit])
+    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"{len(problems)} problem(s) in {where}:\n  {shown}{more}"
+
+
 class ArtifactError(PipelineError):
     """An upstream stage's output is missing, incomplete or stale."""

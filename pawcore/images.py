@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .artifacts import atomic_path, sha256_text
-from .data import summarise
-from .errors import DataError
+from .errors import DataError, summarise
 from .progress import progress
 
 log = logging.getLogger(__name__)

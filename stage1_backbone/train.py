@@ -27,9 +27,8 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
-from pawcore.check import load_split
 from pawcore.config import parse_folds
-from pawcore.data import ID_COL, META_COLS
+from pawcore.data import ID_COL, META_COLS, read_split
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.folds import adopt_folds, load_or_make_folds
 from pawcore.images import INTERPOLATION
@@ -71,7 +70,8 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
         adopt_folds(run_dir(cfg.artifacts_dir, cfg.folds_from).folds_csv, run.folds_csv, cfg.folds_from)
     normalisation(cfg)
 
-    train, pixels = load_split(cfg.data_dir, "train", cfg.img_size, run.image_cache, require_meta=cfg.use_meta)
+    train = read_split(cfg.data_dir, "train", require_meta=cfg.use_meta)
+    pixels = train.pixels(cfg.img_size, run.image_cache)
     folds = load_or_make_folds(run.folds_csv, train.frame, cfg.n_folds, cfg.seed)
     fold_of = folds.set_index(ID_COL).loc[train.ids, "fold"].to_numpy()
     meta = train.meta() if cfg.use_meta else None

@@ -21,8 +21,7 @@ import pandas as pd
 import torch
 
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
-from pawcore.check import load_split
-from pawcore.data import ID_COL
+from pawcore.data import ID_COL, read_split
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.locks import exclusive
 from pawcore.images import SplitImages, images_key
@@ -83,7 +82,8 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
         check_available(source)  # missing weights stop here, before any image is decoded
     run.manifest_path(STAGE).unlink(missing_ok=True)  # until the new one is written, stage 2 is unfinished
 
-    train, pixels = load_split(data_dir, "train", model_cfg["img_size"], run.image_cache, require_meta=cfg.use_meta)
+    train = read_split(data_dir, "train", require_meta=cfg.use_meta)
+    pixels = train.pixels(model_cfg["img_size"], run.image_cache)
     images = SplitImages(train.image_paths, run.image_cache, "train")
     fold_of = folds.set_index(ID_COL).loc[train.ids, "fold"].to_numpy()
     targets = train.targets()

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pawcore.check import check_data, load_split
+from pawcore.check import check_data
 from pawcore.data import read_split
 from pawcore.errors import DataError
 from pawcore.images import load_rgb
@@ -78,7 +78,7 @@ def test_other_formats_saved_as_jpg_are_read(data, fmt):
     split = read_split(data, "train")
     Image.new("RGB", (50, 40), (10, 200, 10)).save(split.image_paths[0], format=fmt)
     assert load_rgb(split.image_paths[0]).shape == (40, 50, 3)
-    _, pixels = load_split(data, "train", 32, data / "cache")
+    pixels = read_split(data, "train").pixels(32, data / "cache")
     assert abs(int(pixels[0, 16, 16, 1]) - 200) < 8
 
 
@@ -86,7 +86,7 @@ def test_tiny_and_huge_images(data):
     split = read_split(data, "train")
     Image.new("RGB", (12, 9), (250, 0, 0)).save(split.image_paths[0], format="JPEG")
     Image.new("RGB", (6000, 5200), (0, 0, 250)).save(split.image_paths[1], format="JPEG", quality=80)
-    _, pixels = load_split(data, "train", 48, data / "cache")
+    pixels = read_split(data, "train").pixels(48, data / "cache")
     assert pixels.shape == (6, 48, 48, 3)
     assert pixels[0, 24, 24, 0] > 230 and pixels[1, 24, 24, 2] > 230
 
@@ -98,7 +98,8 @@ def test_non_ascii_paths_and_ids(tmp_path):
     frame.loc[0, "Id"] = "chat-été-猫"
     (data / "train" / f"{old}.jpg").rename(data / "train" / "chat-été-猫.jpg")
     frame.to_csv(data / "train.csv", index=False)
-    split, pixels = load_split(data, "train", 32, tmp_path / "cache")
+    split = read_split(data, "train")
+    pixels = split.pixels(32, tmp_path / "cache")
     assert split.ids[0] == "chat-été-猫" and pixels.shape[0] == 4
 
 
@@ -119,13 +120,13 @@ def test_check_data_reports_every_problem_at_once(data, capsys):
         assert needle in out
 
 
-def test_train_backbone_reports_csv_and_image_problems_together(data):
+def test_the_loader_reports_csv_and_image_problems_together(data):
     frame = pd.read_csv(data / "train.csv", dtype=str)
     frame.loc[0, "Pawpularity"] = "0"
     frame.to_csv(data / "train.csv", index=False)
     (data / "train" / f"{frame.loc[4, 'Id']}.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(DataError) as err:
-        load_split(data, "train", 32, data / "cache")
+        read_split(data, "train")
     assert err.value.problems[0].endswith("valid values are 1..100.") and "cannot be decoded" in err.value.problems[1]
     assert not (data / "cache").exists() or not list((data / "cache").glob("*.npy"))
 
