@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Photo advice (issue 14): `score` and `serve` replay a submission's ensemble on single photos.
     from advice.cli import add_advice_commands
-    add_advice_commands(sub)
+    add_advice_commands(sub, [common])
     return parser
 
 

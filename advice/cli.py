@@ -9,7 +9,8 @@ from pathlib import Path
 DEFAULT_MAX_MB = 20
 
 
-def add_advice_commands(sub: argparse._SubParsersAction) -> None:
+def add_advice_commands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser] = ()) -> None:
+    """Add `score` and `serve`; `parents` carries the options every command shares (-v)."""
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--run", default="default", help="Run whose submission's ensemble to replay.")
         p.add_argument("--artifacts-dir", default="artifacts", help="Root of all outputs.")
@@ -20,10 +21,10 @@ def add_advice_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu).")
         p.add_argument("--batch-size", type=int, default=64, help="Images per forward pass (crop candidates).")
 
-    p = sub.add_parser("score", help="Score photos with a finished run exactly as infer would; suggest a crop.",
+    p = sub.add_parser("score", parents=list(parents), help="Score photos with a finished run exactly as infer would; suggest a crop.",
                        description="Each photo's final score (same folds, heads, blend and TTA as the run's "
                                    "submission) and each head's score. Exit code 1 if any photo failed.")
-    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="Photo files (JPEG, PNG, WebP...), one or more.")
     common(p)
     p.add_argument("--json", action="store_true", help="Print a JSON list, one object per photo.")
     p.add_argument("--suggest-crop", action="store_true", help="Search crops for the highest score.")
@@ -31,10 +32,10 @@ def add_advice_commands(sub: argparse._SubParsersAction) -> None:
                    help="Write <photo>-heatmap.png (occlusion map of the final score over the photo) to DIR.")
     p.set_defaults(func=score_command)
 
-    p = sub.add_parser("serve", help="A web page (and JSON API) to score photos, rank them, explain, crop.")
+    p = sub.add_parser("serve", parents=list(parents), help="A web page (and JSON API) to score photos, rank them, explain, crop.")
     common(p)
     p.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: loopback only).")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="Port to listen on (default: 8000).")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_MB,
                    help="Largest request accepted; bigger ones get HTTP 413.")
     p.add_argument("--max-files", type=int, default=12, help="Most photos in one request.")
