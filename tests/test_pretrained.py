@@ -32,6 +32,12 @@ def test_backbone_gets_the_packaged_weights_by_default():
     assert backbone.num_features == 1280
 
 
+def test_stage1_can_start_from_lite2_offline():
+    backbone = create_backbone("tf_efficientnet_lite2", "auto")
+    expected = packaged_state_dict("tf_efficientnet_lite2")["blocks.6.0.conv_pwl.weight"]
+    assert torch.equal(backbone.state_dict()["blocks.6.0.conv_pwl.weight"], expected)
+
+
 def test_pretrained_file_round_trip(tmp_path):
     source = create_backbone("test_efficientnet", "none")
     path = tmp_path / "weights.pth"
