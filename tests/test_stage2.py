@@ -58,13 +58,21 @@ def test_cuml_agrees_with_sklearn_and_saves_portably(tmp_path):
     np.testing.assert_allclose(predict_numpy(cpu, Xte), out, atol=0.5)
 
 
-def test_backend_resolution():
+def test_backend_resolution(monkeypatch):
+    from stage2_svr import backends
+
     assert resolve_backend("sklearn") == "sklearn"
-    assert resolve_backend("auto") in ("cuml", "sklearnex", "sklearn")
-    if not cuml_usable():
-        assert resolve_backend("auto") != "cuml"
-        with pytest.raises(ConfigError, match="needs cuML and a CUDA GPU"):
-            resolve_backend("cuml")
+    # 'auto' picks by what is usable: each combination, not just "one of the three names".
+    for cuml, sklearnex, expected in [(True, True, "cuml"), (True, False, "cuml"), (False, True, "sklearnex"),
+                                      (False, False, "sklearn")]:
+        monkeypatch.setattr(backends, "cuml_usable", lambda cuml=cuml: cuml)
+        monkeypatch.setattr(backends, "sklearnex_usable", lambda sklearnex=sklearnex: sklearnex)
+        assert resolve_backend("auto") == expected, (cuml, sklearnex)
+    # An explicit backend that is not usable is an error with the fix, never a silent fallback.
+    with pytest.raises(ConfigError, match="needs cuML and a CUDA GPU"):
+        resolve_backend("cuml")
+    with pytest.raises(ConfigError, match="needs scikit-learn-intelex"):
+        resolve_backend("sklearnex")
     with pytest.raises(ConfigError, match="'scale', 'auto' or a positive number"):
         make_svr("sklearn", gamma="wide")
 
