@@ -71,6 +71,7 @@ def main() -> int:
             if f"-{size}px-" not in decoded.name:
                 decoded.unlink()
 
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes")
     cold()
     # The single source as stage 2 was before the bank: the fine-tuned embedding, standardised.
     t_single, out_single = run(["fit-svr", *common, "--features", "tuned", "--select", "none", "--standardize"])
@@ -78,7 +79,6 @@ def main() -> int:
     t_bank, out_bank = run(["fit-svr", *common])
     t_warm, out_warm = run(["fit-svr", *common])
     assert svr_oof(out_warm) == svr_oof(out_bank), "a warm re-run must give the same SVR"
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes")
     setting = "oxford-pets-370, stage 1 160 px 2 epochs, 5 folds, SVR C=20"
     rows = [
         "| # | benchmark | measured | baseline (same run) | ratio | goal |",
