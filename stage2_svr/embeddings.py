@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 def embedding_cache_path(cache_dir: Path, fold: int, split: str, weights_sha256: str, images_key: str,
                          flip: bool) -> Path:
-    key = sha256_text(f"{weights_sha256}|{images_key}|flip={flip}")[:16]
+    # "fp32": caches made before features were fp32 everywhere (bf16 on GPUs) are not reused.
+    key = sha256_text(f"{weights_sha256}|{images_key}|flip={flip}|fp32")[:16]
     return cache_dir / f"fold{fold}-{split}{'-flip' if flip else ''}-{key}.npy"
 
 
