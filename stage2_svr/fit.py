@@ -117,7 +117,7 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
         scalers = (False, True) if cfg.select == "auto" else (cfg.standardize,)
         log.info("Forward selection over %d sources on OOF RMSE (scaler %s):", len(sources),
                  "off/on" if len(scalers) == 2 else "on" if cfg.standardize else "off")
-        picked = forward_select([s.spec for s in sources], matrix, fold_of, targets, params, scalers)
+        picked = forward_select([s.spec for s in sources], matrix, fold_of, targets, params, scalers, fold_ids)
         chosen, scale = picked.sources, picked.standardize
         write_csv(selection_csv, picked.table)
         print(f"\nFeature selection on OOF (SVR C={cfg.C:g}; the chosen set's OOF RMSE is slightly optimistic: it "

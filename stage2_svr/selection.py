@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,16 +48,22 @@ def fit_fold(X, tr: np.ndarray, va: np.ndarray, targets: np.ndarray, params: SVR
 
 
 def oof_rmse(matrix: MatrixFn, names: tuple[str, ...], fold_of: np.ndarray, targets: np.ndarray,
-             params: SVRParams, scale: bool) -> tuple[float, int]:
-    """(SVR OOF RMSE over all folds, feature width) of one source set."""
-    pred = np.empty(len(targets))
+             params: SVRParams, scale: bool, folds: Sequence[int] | None = None) -> tuple[float, int]:
+    """(SVR OOF RMSE over the rows of `folds`, feature width) of one source set.
+
+    `folds` defaults to every fold in `fold_of`; a partial stage 1 (`--allow-partial`) passes the trained
+    ones, since a missing fold has no fine-tuned backbone to embed its rows with.
+    """
+    folds = np.unique(fold_of) if folds is None else np.asarray(folds)
+    pred = np.full(len(targets), np.nan)
     width = 0
-    for k in np.unique(fold_of):
+    for k in folds:
         X = matrix(names, int(k))
         width = int(X.shape[1])
         tr, va = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
         pred[va] = fit_fold(X, tr, va, targets, params, scale)[2]
-    return rmse(pred, targets), width
+    scored = np.isin(fold_of, folds)
+    return rmse(pred[scored], targets[scored]), width
 
 
 @dataclass
@@ -69,7 +75,8 @@ class Selection:
 
 
 def forward_select(candidates: list[str], matrix: MatrixFn, fold_of: np.ndarray, targets: np.ndarray,
-                   params: SVRParams, scalers: tuple[bool, ...] = (False, True)) -> Selection:
+                   params: SVRParams, scalers: tuple[bool, ...] = (False, True),
+                   folds: Sequence[int] | None = None) -> Selection:
     """Greedy forward selection of `candidates` on OOF RMSE, once per scaler setting; the better wins.
 
     Table rows: 'alone' (each source by itself), 'step N' (the set after the N-th addition), 'chosen'.
@@ -81,7 +88,7 @@ def forward_select(candidates: list[str], matrix: MatrixFn, fold_of: np.ndarray,
         def score(names: tuple[str, ...]) -> tuple[float, int]:
             if names not in scores:
                 t0 = time.perf_counter()
-                scores[names] = oof_rmse(matrix, names, fold_of, targets, params, scale)
+                scores[names] = oof_rmse(matrix, names, fold_of, targets, params, scale, folds)
                 log.info("  %s, scaler %s: %d features, OOF RMSE %.4f (%.1fs)", "+".join(names),
                          "on" if scale else "off", scores[names][1], scores[names][0], time.perf_counter() - t0)
             return scores[names]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 
@@ -31,15 +32,19 @@ def test_second_train_backbone_decodes_nothing(tiny_data, tmp_path, monkeypatch)
 
 
 def test_cache_rebuilt_when_a_file_or_the_size_changes(tiny_data, tmp_path, monkeypatch):
-    split = read_split(tiny_data, "train")
-    first = np.array(images.cached_images(split.image_paths, 32, tmp_path, "train"))
+    # A copy: touching a photo of the session's shared dataset would change the image-cache key of every
+    # later test's run (their cached embeddings would no longer match).
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    cache = tmp_path / "cache"
+    split = read_split(data, "train")
+    first = np.array(images.cached_images(split.image_paths, 32, cache, "train"))
     calls = count_decodes(monkeypatch)
-    again = images.cached_images(split.image_paths, 32, tmp_path, "train")
+    again = images.cached_images(split.image_paths, 32, cache, "train")
     assert calls == [] and np.array_equal(first, again)
-    images.cached_images(split.image_paths, 48, tmp_path, "train")   # another size: another cache
+    images.cached_images(split.image_paths, 48, cache, "train")   # another size: another cache
     assert len(calls) == 24
     calls.clear()
     path = split.image_paths[3]
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the file was replaced
-    images.cached_images(split.image_paths, 32, tmp_path, "train")
-    assert len(calls) == 24 and len(list(tmp_path.glob("images-train-32px-*.npy"))) == 2
+    images.cached_images(split.image_paths, 32, cache, "train")
+    assert len(calls) == 24 and len(list(cache.glob("images-train-32px-*.npy"))) == 2

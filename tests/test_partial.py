@@ -5,11 +5,13 @@ import json
 import re
 import shlex
 
+import pandas as pd
 import pytest
 
 from inference.config import InferConfig
 from inference.infer import infer
 from pawcore.errors import ArtifactError
+from pawcore.metrics import rmse
 from pipeline import main
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
@@ -34,6 +36,11 @@ def test_partial_stage1_is_refused_then_allowed_and_recorded(tiny_data, tmp_path
     fit_svr(SVRConfig(artifacts_dir=art, svr_backend="sklearn", allow_partial=True))
     stage2 = json.loads((tmp_path / "default/stage2/manifest.json").read_text())
     assert stage2["partial_stage1"] == {"folds": [1], "missing": [0], "n_folds": 2}
+    # Selection scored the trained fold's rows only, the same rows the saved SVR's OOF covers.
+    oof = pd.read_csv(tmp_path / "default/stage2/oof_svr.csv")
+    chosen = pd.read_csv(tmp_path / "default/stage2/selection.csv").iloc[-1]
+    assert set(oof["fold"]) == {1} and chosen["step"] == "chosen"
+    assert chosen["oof_rmse"] == pytest.approx(rmse(oof["pred"], oof["target"]), abs=1e-6)
 
     with pytest.raises(ArtifactError, match=r"(?s)fold\(s\) \[0\] are missing.*--allow-partial to infer"):
         infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=art))

@@ -54,6 +54,7 @@ def test_score_reproduces_infer_on_oxford_test_photos(tmp_path, capsys):
         x0, y0, x1, y1 = r["crop"]["box"]
         assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
         assert (x1 - x0) >= 0.5 * r["width"] - 1 and (y1 - y0) >= 0.5 * r["height"] - 1
-        assert r["crop"]["score"] >= r["score"] == full["score"]
+        # Another batch (6 photos, not 50) may change the float sums by ~1e-6, never more than infer's tolerance.
+        assert r["crop"]["score"] >= r["score"] and r["score"] == pytest.approx(full["score"], abs=1e-4)
     with capsys.disabled():
         print(f"\noxford: max |score - submission| = {diff.max():.2e} over {len(rows)} photos ({art}:{run})")
