@@ -81,6 +81,8 @@ def _slices(pixels: np.ndarray, rows: np.ndarray, meta: np.ndarray | None, batch
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
         block = pixels[chunk[0]:chunk[-1] + 1] if contiguous else pixels[chunk]
-        images = torch.from_numpy(np.ascontiguousarray(block)).permute(0, 3, 1, 2)
+        # The cache is a read-only memmap: a slice of it is a read-only view, which torch.from_numpy warns
+        # about; np.require copies only such a view (a fancy-indexed block is already a fresh array).
+        images = torch.from_numpy(np.require(block, requirements=["C", "W"])).permute(0, 3, 1, 2)
         yield {"image": images.pin_memory() if pin else images,
                "meta": torch.from_numpy(meta[chunk]) if meta is not None else torch.zeros(len(chunk), 0)}

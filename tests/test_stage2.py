@@ -165,6 +165,20 @@ def test_embedding_batches_sliced_from_the_cache_equal_the_per_image_loader():
         torch.testing.assert_close(s_scores, l_scores)
 
 
+def test_embedding_from_the_read_only_image_cache_warns_nothing(tmp_path):
+    """The cache is a read-only memmap; torch warned "The given NumPy array is not writable" at every fit-svr."""
+    import warnings
+
+    model = PawpularityNet(create_backbone("test_efficientnet", "none"))
+    np.save(tmp_path / "px.npy", np.random.default_rng(2).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8))
+    pixels = np.load(tmp_path / "px.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb, _ = embed_and_score(model, pixels, np.arange(5), batch_size=2, device="cpu", num_workers=0)
+    assert emb.shape == (5, 256)
+    assert not pixels.flags.writeable  # the cache itself is untouched
+
+
 def test_albumentations_is_told_not_to_go_online():
     import subprocess
     import sys
