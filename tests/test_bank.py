@@ -11,7 +11,10 @@ import torch
 
 from inference.config import InferConfig
 from inference.infer import infer
+from inference.predictor import RunPredictor
+from pawcore.data import read_split
 from pawcore.errors import ArtifactError, ConfigError
+from pawcore.images import SplitImages
 from pawcore.run import load_manifest, run_dir
 from stage2_svr import frozen as frozen_module
 from stage2_svr.config import SVRConfig
@@ -214,3 +217,22 @@ def test_fit_svr_selects_and_writes_the_table(run_copy, tiny_data, frozen_file, 
     infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy)))
     report = (run_copy / "default/report.md").read_text()
     assert f"SVR features: {chosen['sources']}" in report and "slightly optimistic" in report
+
+
+def test_infer_code_path_replays_the_bank_svr_oof_on_training_photos(run_copy, tiny_data, frozen_file, tmp_path):
+    """infer decodes and embeds the frozen sources its own way (fresh image and feature caches): fed the
+    training photos, each fold's SVR must give exactly its OOF predictions from fit-svr. A mismatch in a
+    frozen model's preprocessing, the sources' order or the scaler between the two stages fails here."""
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", select="none", standardize=True,
+                      features=f"test_efficientnet@48={frozen_file},tuned,test_efficientnet@40:logits={frozen_file}"))
+    run = run_dir(run_copy, "default")
+    train = read_split(tiny_data, "train")
+    images = SplitImages(train.image_paths, tmp_path / "image-cache", "train")
+    oof = pd.read_csv(run.stage("stage2") / "oof_svr.csv", dtype={"Id": str})
+    for k in (0, 1):
+        predictor = RunPredictor(run, device="cpu", features_cache_dir=tmp_path / "features")
+        predictor.folds = [k]  # heads() averages over predictor.folds: one fold gives that fold's SVR
+        svr = predictor.heads(images)["svr"]
+        val = oof[oof["fold"] == k]
+        rows = [train.ids.index(i) for i in val["Id"]]
+        np.testing.assert_allclose(svr[rows], val["pred"].to_numpy(), atol=1e-4)
