@@ -4,8 +4,10 @@
     python benchmarks/score_submission.py artifacts/oxford/submission.csv \
         ../shared/data/oxford-pets-370/test_labels.csv --train-csv ../shared/data/oxford-pets-370/train.csv
 
-Prints the test RMSE and, with --train-csv, the RMSE of predicting the training mean. Not part of the
-pipeline: the pipeline never reads test labels.
+Prints the test RMSE and, with --train-csv, the RMSE of predicting the training mean. With
+--compare OTHER.csv, also the other submission's RMSE and the spread of the difference between the two
+over paired bootstrap resamples of the photos (how much of a gap a small test set can show by chance).
+Not part of the pipeline: the pipeline never reads test labels.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ def main() -> int:
     p.add_argument("submission")
     p.add_argument("labels")
     p.add_argument("--train-csv", help="train.csv, for the predict-the-mean baseline")
+    p.add_argument("--compare", metavar="OTHER_CSV", help="another submission for the same photos")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for --compare")
     args = p.parse_args()
     sub = pd.read_csv(args.submission, dtype={"Id": str})
     labels = pd.read_csv(args.labels, dtype={"Id": str})
@@ -34,6 +38,22 @@ def main() -> int:
         mean = pd.read_csv(args.train_csv)["Pawpularity"].mean()
         base = float(np.sqrt(np.mean((mean - both["Pawpularity_true"]) ** 2)))
         print(f"mean baseline (train mean {mean:.2f}) test RMSE {base:.3f}")
+    if args.compare:
+        other = pd.read_csv(args.compare, dtype={"Id": str}).set_index("Id")["Pawpularity"]
+        if sorted(other.index) != sorted(both["Id"]):
+            print(f"error: {args.compare} and {args.submission} hold different Ids", file=sys.stderr)
+            return 2
+        truth, pred = both["Pawpularity_true"].to_numpy(), both["Pawpularity_pred"].to_numpy()
+        alt = other.loc[both["Id"]].to_numpy()
+        rows = np.random.default_rng(0).integers(0, len(truth), size=(args.resamples, len(truth)))
+
+        def rmse_of(p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+            return np.sqrt(np.mean((p[idx] - truth[idx]) ** 2, axis=-1))
+
+        alt_rmse = float(rmse_of(alt, np.arange(len(truth))))
+        spread = float(np.std(rmse_of(pred, rows) - rmse_of(alt, rows)))
+        print(f"{args.compare}: test RMSE {alt_rmse:.3f}; difference {rmse - alt_rmse:+.3f} "
+              f"(paired bootstrap sd {spread:.3f} over {args.resamples} resamples)")
     return 0
 
 
