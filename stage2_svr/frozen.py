@@ -24,7 +24,7 @@ from pawcore.errors import ConfigError
 from pawcore.images import images_key
 from pawcore.progress import progress
 from stage1_backbone.model import Preprocess
-from stage1_backbone.predict import pick_device
+from stage1_backbone.predict import exact_fp32, pick_device
 from stage1_backbone.pretrained import packaged_state_dict, packaged_weights_file
 
 from .sources import Source, check_available
@@ -98,7 +98,8 @@ def _load(model_name: str, path: str) -> FrozenNet:
 
 
 def cache_path(cache_dir: Path, source: Source, pixels_key: str, flip: bool, logits: bool) -> Path:
-    key = sha256_text(f"{weights_sha256(source)}|{pixels_key}|flip={flip}")[:16]
+    # "fp32": features cached before the frozen pass was plain fp32 (TF32 on GPUs) are not reused.
+    key = sha256_text(f"{weights_sha256(source)}|{pixels_key}|flip={flip}|fp32")[:16]
     kind = "logits" if logits else "emb"
     name = source.model.replace("/", "_")
     return cache_dir / f"{name}-{input_size(source)}px-{kind}{'-flip' if flip else ''}-{key}.npy"
@@ -107,14 +108,15 @@ def cache_path(cache_dir: Path, source: Source, pixels_key: str, flip: bool, log
 @torch.inference_mode()
 def _extract(net: FrozenNet, pixels: np.ndarray, batch_size: int, device: torch.device, flip: bool,
              desc: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """One fp32 pass over the pixels: (N, D) embeddings and (N, classes) logits (None without a head)."""
+    """One plain-fp32 pass over the pixels: (N, D) embeddings and (N, classes) logits (None without a head)."""
     net = net.to(device)
     embs, logits = [], []
     for i in progress(range(0, len(pixels), batch_size), desc=desc):
         images = torch.from_numpy(np.array(pixels[i:i + batch_size])).permute(0, 3, 1, 2).to(device)  # a writable copy
         if flip:
             images = torch.flip(images, dims=[3])
-        emb, logit = net(images)
+        with exact_fp32(device):  # as for the fine-tuned source: the same features on a GPU and a CPU
+            emb, logit = net(images)
         embs.append(emb.float().cpu())
         if logit is not None:
             logits.append(logit.float().cpu())

@@ -20,7 +20,7 @@ from pawcore.data import read_split
 from pawcore.images import cached_images, images_key
 from pawcore.run import run_dir
 from stage1_backbone.config import TrainConfig
-from stage1_backbone.model import load_fold_model
+from stage1_backbone.model import PawpularityNet, load_fold_model
 from stage1_backbone.predict import embed_and_score
 from stage1_backbone.pretrained import create_backbone
 from stage1_backbone.train import normalisation, train_backbone
@@ -122,3 +122,23 @@ def test_transformers_at_a_non_native_size_end_to_end(backbone, tiny_data, tmp_p
     sub = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=art, blend="0.5"))
     assert len(sub) == 8 and sub["Pawpularity"].between(1, 100).all()
     _reload_reproduces_oof(art, tiny_data, fold=0)
+
+
+def test_svr_features_are_plain_fp32_even_inside_a_caller_s_autocast(tmp_path):
+    """The fit-svr machine may run with mixed precision on (a GPU's bf16 autocast, TF32); the infer machine
+    often has none. The passes that feed the SVR (fine-tuned and frozen) turn it off themselves: inside a
+    bf16 autocast their features equal the plain fp32 ones. A pass that inherited the autocast would give
+    bf16-rounded features here (CPU autocast stands in for the GPU's; TF32 cannot be shown on a CPU)."""
+    from stage2_svr.frozen import FrozenNet, _extract
+
+    pixels = np.random.default_rng(4).integers(0, 256, size=(4, 48, 48, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    tuned = PawpularityNet(create_backbone("test_efficientnet", "none"))
+    frozen = FrozenNet(timm.create_model("test_efficientnet", num_classes=10))
+    cpu = torch.device("cpu")
+    plain = (embed_and_score(tuned, pixels, device=cpu)[0], _extract(frozen, pixels, 4, cpu, False, "x")[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = (embed_and_score(tuned, pixels, device=cpu)[0], _extract(frozen, pixels, 4, cpu, False, "x")[0])
+    for a, b in zip(plain, mixed):
+        assert b.dtype in (torch.float32, np.float32)
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
