@@ -50,10 +50,10 @@ def _ensemble(args: argparse.Namespace):
 
 def score_command(args: argparse.Namespace) -> int:
     from .advise import advise
-    from .crop import candidate_boxes
+    from .crop import check_min_crop
     from .photos import read_photos
 
-    candidate_boxes(100, 100, args.min_crop)  # a bad --min-crop fails before any model loads
+    check_min_crop(args.min_crop)  # a bad --min-crop fails before any model loads
     ensemble = _ensemble(args)
     items = read_photos(args.photos)
     results = advise(ensemble, items, crop=args.suggest_crop, heatmap=bool(args.heatmap), min_crop=args.min_crop)
@@ -94,10 +94,10 @@ def _write_heatmaps(results, items, out_dir: Path) -> None:
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .crop import candidate_boxes
+    from .crop import check_min_crop
     from .serve import Limits, create_app
 
-    candidate_boxes(100, 100, args.min_crop)
+    check_min_crop(args.min_crop)
     app = create_app(_ensemble(args), Limits(int(args.max_upload_mb * 2**20), args.max_files), args.min_crop)
     print(f"Photo advice on http://{args.host}:{args.port}/  (run {args.run!r}; Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

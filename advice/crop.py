@@ -31,11 +31,15 @@ class Crop:
     n_candidates: int
 
 
+def check_min_crop(min_crop: float) -> None:
+    if not 0 < min_crop <= 1:
+        raise ConfigError(f"--min-crop {min_crop}: must lie in (0, 1], the smallest share of each side a crop keeps.")
+
+
 def candidate_boxes(width: int, height: int, min_crop: float = 0.5, n_scales: int = 4,
                     n_positions: int = 3) -> list[tuple[Box, str]]:
     """Distinct boxes inside the photo, each side >= min_crop of the photo's; the full photo left out."""
-    if not 0 < min_crop <= 1:
-        raise ConfigError(f"--min-crop {min_crop}: must lie in (0, 1], the smallest share of each side a crop keeps.")
+    check_min_crop(min_crop)
     min_w, min_h = min_crop * width, min_crop * height
     seen: dict[Box, str] = {}
     for name, aspect in ASPECTS.items():

@@ -15,7 +15,6 @@ from importlib import resources
 from typing import Any
 
 import cv2
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse

@@ -74,7 +74,7 @@ def fit_weights(X: np.ndarray, y: np.ndarray, starts: list[np.ndarray] | None = 
     n_heads = X.shape[1]
     candidates = [np.full(n_heads, 1.0 / n_heads)] + [np.asarray(s, np.float64) for s in (starts or [])]
     best_w, best_f = None, np.inf
-    for x0 in list(candidates):
+    for x0 in candidates:
         result = minimize(blend_mse, x0, args=(X, y), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * n_heads,
                           constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0,
                                         "jac": lambda w: np.ones_like(w)}],

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pawcore.artifacts import sha256_file
 from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError
-from pawcore.folds import read_folds, same_folds
+from pawcore.folds import read_trained_folds, same_folds
 from pawcore.oof import merge_oof
 from pawcore.run import run_dir
 
@@ -20,13 +19,8 @@ from .ensemble import head_name
 
 def check_shared_folds(artifacts_dir: str, runs: list[str], stage1_manifests: dict[str, dict]) -> None:
     """Every run's folds.csv is the one its stage 1 trained on, and all runs have identical folds."""
-    folds = {}
-    for run in runs:
-        path = run_dir(artifacts_dir, run).folds_csv
-        folds[run] = read_folds(path)
-        if sha256_file(path) != stage1_manifests[run]["folds_csv_sha256"]:
-            raise ArtifactError(f"{path} changed after stage 1 of run {run!r} was trained. Restore it, or re-run "
-                                f"`python pipeline.py train-backbone --run {run}` and fit-svr.")
+    folds = {run: read_trained_folds(run_dir(artifacts_dir, run).folds_csv, stage1_manifests[run], run)
+             for run in runs}
     first = runs[0]
     for run in runs[1:]:
         if not same_folds(folds[first], folds[run]):

@@ -21,6 +21,7 @@ import pandas as pd
 from pawcore.artifacts import atomic_path
 from pawcore.data import ID_COL, read_split
 from pawcore.errors import ConfigError
+from pawcore.images import SplitImages
 from pawcore.locks import exclusive
 from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.run import run_dir
@@ -30,7 +31,6 @@ from .blend import best_weight, blend_curve, family_weights, fit_weights, parse_
 from .config import InferConfig
 from .ensemble import HEAD_KINDS, Ensemble, EnsembleSpec, head_name
 from .ensemble_oof import check_shared_folds, ensemble_oof
-from .predictor import SplitImages
 from .report import stage1_notes, write_report
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import torch
 
 from pawcore.artifacts import load_pickle_verified, read_json
 from pawcore.errors import ArtifactError
-from pawcore.images import SplitImages, images_key  # noqa: F401  (SplitImages: re-exported)
+from pawcore.images import images_key
 from pawcore.run import RunDir, load_manifest, manifest_digest
 from stage1_backbone.model import load_fold_model, logits_to_score
 from stage1_backbone.predict import pick_device

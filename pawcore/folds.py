@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from .artifacts import write_csv
+from .artifacts import sha256_file, write_csv
 from .data import ID_COL, TARGET_COL
 from .errors import ArtifactError, ConfigError
 
@@ -77,6 +77,15 @@ def read_folds(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ArtifactError(f"{path} not found; run `python pipeline.py train-backbone` first.")
     return pd.read_csv(path, dtype={ID_COL: str})
+
+
+def read_trained_folds(path: Path, stage1: dict, run: str) -> pd.DataFrame:
+    """The run's folds.csv, refused unless it is the file stage 1 trained on (its manifest's SHA-256):
+    other folds would put training rows of a fold's model into its out-of-fold predictions."""
+    if sha256_file(path) != stage1["folds_csv_sha256"]:
+        raise ArtifactError(f"{path} changed after stage 1 of run {run!r} was trained. Restore it, or re-run "
+                            f"`python pipeline.py train-backbone --run {run}` and fit-svr.")
+    return read_folds(path)
 
 
 def adopt_folds(source: Path, dest: Path, source_run: str) -> None:

@@ -68,7 +68,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     check_logger(cfg.logger)
     if cfg.folds_from:  # shared folds: runs that can be ensembled (infer --runs)
         adopt_folds(run_dir(cfg.artifacts_dir, cfg.folds_from).folds_csv, run.folds_csv, cfg.folds_from)
-    normalisation(cfg)
+    normalisation(cfg)  # a bad --mean/--std stops here, before any image is decoded
 
     train = read_split(cfg.data_dir, "train", require_meta=cfg.use_meta)
     pixels = train.pixels(cfg.img_size, run.image_cache)

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from pawcore.errors import ArtifactError
+from pawcore.errors import ArtifactError, ConfigError
 
 from .frozen import frozen_features, input_size, weights_sha256
 from .sources import Source
@@ -56,8 +56,6 @@ def frozen_record(sources: list[Source], frozen: dict[str, torch.Tensor]) -> dic
 
 def check_frozen_unchanged(sources: list[Source], record: dict[str, dict], run_name: str, refit: str) -> None:
     """Refuse a stage 2 whose frozen source is missing here or has other weights than it was fitted on."""
-    from pawcore.errors import ConfigError
-
     for s in sources:
         if s.tuned:
             continue

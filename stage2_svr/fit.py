@@ -23,6 +23,7 @@ import torch
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
 from pawcore.data import ID_COL, read_split
 from pawcore.errors import ArtifactError, ConfigError
+from pawcore.folds import read_trained_folds
 from pawcore.locks import exclusive
 from pawcore.images import SplitImages, images_key
 from pawcore.metrics import format_table, oof_table
@@ -40,13 +41,6 @@ from .sources import check_available, parse_sources
 
 log = logging.getLogger(__name__)
 STAGE = "stage2"
-
-
-def check_folds_unchanged(run: RunDir, stage1: dict) -> pd.DataFrame:
-    if sha256_file(run.folds_csv) != stage1["folds_csv_sha256"]:
-        raise ArtifactError(f"{run.folds_csv} changed after stage 1 was trained. Re-run "
-                            f"`python pipeline.py train-backbone --run {run.run}`.")
-    return pd.read_csv(run.folds_csv, dtype={ID_COL: str})
 
 
 def fit_svr(cfg: SVRConfig) -> pd.DataFrame:
@@ -72,7 +66,7 @@ def resolve_frozen_size(cfg: SVRConfig, stage1_size: int) -> int | None:
 
 def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     stage1 = load_manifest(run, "stage1")  # before any work: missing/changed stage 1 stops here
-    folds = check_folds_unchanged(run, stage1)
+    folds = read_trained_folds(run.folds_csv, stage1, run.run)
     partial = check_complete(run, stage1, cfg.allow_partial, "fit-svr")
     backend = resolve_backend(cfg.svr_backend)
     data_dir = cfg.data_dir or stage1["data_dir"]

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.preprocessing import StandardScaler
 
 from pawcore.metrics import rmse
@@ -25,7 +26,7 @@ from .features import standardize as apply_scaler
 log = logging.getLogger(__name__)
 
 # (sources in order, fold) -> that fold's (N, D) float32 tensor of all rows
-MatrixFn = Callable[[tuple[str, ...], int], "torch.Tensor"]  # noqa: F821
+MatrixFn = Callable[[tuple[str, ...], int], torch.Tensor]
 
 
 @dataclass

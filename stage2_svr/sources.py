@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import timm
 
@@ -99,8 +100,6 @@ def parse_sources(text: str, frozen_size: int | None = None) -> list[Source]:
 
 def check_available(source: Source) -> None:
     """ConfigError unless the frozen source's weights can be had offline (installed package or file)."""
-    from pathlib import Path
-
     if source.tuned:
         return
     if source.path:

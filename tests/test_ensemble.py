@@ -16,11 +16,12 @@ from inference.config import InferConfig
 from inference.ensemble import EnsembleSpec
 from inference.ensemble_oof import check_shared_folds
 from inference.infer import infer
-from inference.predictor import RunPredictor, SplitImages
+from inference.predictor import RunPredictor
 from pawcore.artifacts import read_json, sha256_file, write_json
 from pawcore.data import read_split
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.folds import adopt_folds, same_folds
+from pawcore.images import SplitImages
 from pawcore.metrics import rmse
 from pawcore.oof import merge_oof
 from pawcore.run import manifest_digest, run_dir
