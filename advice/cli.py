@@ -43,9 +43,9 @@ def add_advice_commands(sub: argparse._SubParsersAction, parents: list[argparse.
 
 
 def _ensemble(args: argparse.Namespace):
-    from .score import load_ensemble
+    from .score import photo_ensemble
 
-    return load_ensemble(args.artifacts_dir, args.run, args.ensemble or None, args.device, args.batch_size)
+    return photo_ensemble(args.artifacts_dir, args.run, args.ensemble or None, args.device, args.batch_size)
 
 
 def score_command(args: argparse.Namespace) -> int:

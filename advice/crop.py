@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.ensemble import Ensemble
-from inference.predictor import ArrayImages
+from pawcore.images import ArrayImages
 from pawcore.errors import ConfigError
 
 from .photos import Photo

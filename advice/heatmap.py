@@ -13,7 +13,7 @@ import torch
 from captum.attr import Occlusion
 
 from inference.ensemble import Ensemble
-from inference.predictor import ArrayImages
+from pawcore.images import ArrayImages
 
 from .photos import Photo
 

@@ -15,10 +15,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pawcore.images import load_rgb
+from pawcore.images import DECODE_ERRORS, load_rgb
 
-# What PIL and load_rgb raise for files that are not (whole) images; anything else is a bug.
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 MAX_PIXELS = 50_000_000  # a larger photo is refused (memory), with a message saying so
 
 

@@ -1,21 +1,19 @@
 """A submission's final score for photos: the ensemble that `infer` recorded in ensemble.json, replayed.
 
-`infer` writes ensemble.json (runs, head weights, TTA) beside the submission; `load_ensemble` reads it
+`infer` writes ensemble.json (runs, head weights, TTA) beside the submission; `photo_ensemble` reads it
 and `score_photos` sends photos through the same `Ensemble.heads` and `Ensemble.score` as the test split.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from inference.ensemble import HEAD_KINDS, Ensemble, EnsembleSpec
-from inference.predictor import ImageSet
+from inference.ensemble import HEAD_KINDS, Ensemble, load_ensemble
 from pawcore.errors import ArtifactError
-from pawcore.run import run_dir
+from pawcore.images import ImageSet
 
 from .photos import Photo, PhotoImages
 
@@ -30,18 +28,14 @@ class Scores:
     heads: dict[str, float] = field(default_factory=dict)
 
 
-def ensemble_path(artifacts_dir: str | Path, run: str, ensemble_json: str | Path | None = None) -> Path:
-    return Path(ensemble_json) if ensemble_json else run_dir(artifacts_dir, run).root / "ensemble.json"
-
-
-def load_ensemble(artifacts_dir: str | Path, run: str, ensemble_json: str | Path | None = None,
-                  device: str = "auto", batch_size: int = 64) -> Ensemble:
-    """The ensemble `infer` used for run `run`, its runs read from `artifacts_dir` (wherever they are now)."""
-    spec = EnsembleSpec.load(ensemble_path(artifacts_dir, run, ensemble_json))
-    ensemble = Ensemble(dataclasses.replace(spec, artifacts_dir=str(artifacts_dir)), device, batch_size)
+def photo_ensemble(artifacts_dir: str | Path, run: str, ensemble_json: str | Path | None = None,
+                   device: str = "auto", batch_size: int = 64) -> Ensemble:
+    """The ensemble `infer` used for run `run` (inference.ensemble.load_ensemble), refused if it needs
+    the metadata flags, which a photo alone does not have."""
+    ensemble = load_ensemble(artifacts_dir, run, ensemble_json, device, batch_size)
     if ensemble.needs_meta:
-        raise ArtifactError(f"Run(s) {spec.runs} were trained with the 12 metadata flags (--use-meta), which a "
-                            f"photo alone does not have. Score photos with a run trained without --use-meta.")
+        raise ArtifactError(f"Run(s) {ensemble.spec.runs} were trained with the 12 metadata flags (--use-meta), "
+                            f"which a photo alone does not have. Score photos with a run trained without --use-meta.")
     return ensemble
 
 

@@ -13,9 +13,12 @@ import numpy as np
 
 from pawcore.artifacts import read_json, write_json
 from pawcore.errors import ArtifactError
+from pawcore.metrics import clip_score
 from pawcore.run import run_dir
 
-from .predictor import ImageSet, RunPredictor
+from pawcore.images import ImageSet
+
+from .predictor import RunPredictor
 
 HEAD_KINDS = ("nn", "svr")
 
@@ -48,13 +51,15 @@ class EnsembleSpec:
 class Ensemble:
     """The runs of a spec, loaded once; `heads` gives every head's scores, `score` their weighted sum."""
 
-    def __init__(self, spec: EnsembleSpec, device: str = "auto", batch_size: int = 64, num_workers: int = 0,
-                 emb_cache_dir: Path | None = None):
-        self.spec = spec
-        self.predictors = {
-            run: RunPredictor(run_dir(spec.artifacts_dir, run), device, batch_size, num_workers,
-                              emb_cache_dir / run if emb_cache_dir is not None else None)
-            for run in spec.runs}
+    def __init__(self, spec: EnsembleSpec, predictors: dict[str, RunPredictor]):
+        if list(predictors) != list(spec.runs):
+            raise AssertionError(f"predictors for {list(predictors)}, spec runs {spec.runs}")
+        self.spec, self.predictors = spec, predictors
+
+    @classmethod
+    def load(cls, spec: EnsembleSpec, device: str = "auto", batch_size: int = 64, num_workers: int = 0,
+             cache_dir: Path | None = None) -> "Ensemble":
+        return cls(spec, load_predictors(spec.artifacts_dir, spec.runs, device, batch_size, num_workers, cache_dir))
 
     @property
     def needs_meta(self) -> bool:
@@ -72,5 +77,21 @@ class Ensemble:
 
         Summed in head-name order, not the weights' dict order (ensemble.json stores its keys sorted), so
         a spec reloaded from ensemble.json scores bit for bit like the one that wrote it."""
-        total = sum(self.spec.weights[name] * heads[name] for name in sorted(self.spec.weights))
-        return np.clip(total, 1, 100)
+        return clip_score(sum(self.spec.weights[name] * heads[name] for name in sorted(self.spec.weights)))
+
+
+def load_predictors(artifacts_dir: str | Path, runs: list[str], device: str = "auto", batch_size: int = 64,
+                    num_workers: int = 0, cache_dir: Path | None = None) -> dict[str, RunPredictor]:
+    """Each run's predictor; features of cached splits go to cache_dir/features when given."""
+    features = cache_dir / "features" if cache_dir is not None else None
+    return {run: RunPredictor(run_dir(artifacts_dir, run), device, batch_size, num_workers, features) for run in runs}
+
+
+def load_ensemble(artifacts_dir: str | Path, run: str, ensemble_json: str | Path | None = None,
+                  device: str = "auto", batch_size: int = 64) -> Ensemble:
+    """The ensemble an earlier infer recorded in ensemble.json (default: the one beside run `run`'s
+    submission), its runs read from `artifacts_dir` wherever they are now (the artifacts may have moved
+    since, e.g. to a Kaggle dataset)."""
+    path = Path(ensemble_json) if ensemble_json else run_dir(artifacts_dir, run).root / "ensemble.json"
+    spec = dataclasses.replace(EnsembleSpec.load(path), artifacts_dir=str(artifacts_dir))
+    return Ensemble.load(spec, device, batch_size)

@@ -12,15 +12,22 @@ from pawcore.data import ID_COL
 from pawcore.errors import ArtifactError
 from pawcore.folds import read_trained_folds, same_folds
 from pawcore.oof import merge_oof
-from pawcore.run import run_dir
+from pawcore.run import RunDir, run_dir
+from stage1_backbone.manifest import Stage1Manifest
+from stage2_svr.manifest import Stage2Manifest
 
 from .ensemble import head_name
 
 
-def check_shared_folds(artifacts_dir: str, runs: list[str], stage1_manifests: dict[str, dict]) -> None:
+def run_oof(run: RunDir) -> pd.DataFrame:
+    """One run's OOF rows of both heads (Id, fold, target, nn, svr, blend 0.5)."""
+    return merge_oof(Stage1Manifest.oof_file(run), Stage2Manifest.oof_file(run))
+
+
+def check_shared_folds(artifacts_dir: str, runs: list[str], stage1_manifests: dict[str, Stage1Manifest]) -> None:
     """Every run's folds.csv is the one its stage 1 trained on, and all runs have identical folds."""
-    folds = {run: read_trained_folds(run_dir(artifacts_dir, run).folds_csv, stage1_manifests[run], run)
-             for run in runs}
+    folds = {run: read_trained_folds(run_dir(artifacts_dir, run).folds_csv, stage1_manifests[run].folds_csv_sha256,
+                                     run) for run in runs}
     first = runs[0]
     for run in runs[1:]:
         if not same_folds(folds[first], folds[run]):
@@ -36,7 +43,7 @@ def ensemble_oof(artifacts_dir: str, runs: list[str]) -> pd.DataFrame:
     ('nn', 'svr'; with one run these equal that run's heads exactly)."""
     merged = None
     for run in runs:
-        oof = merge_oof(run_dir(artifacts_dir, run))
+        oof = run_oof(run_dir(artifacts_dir, run))
         part = oof[[ID_COL, "fold", "target", "nn", "svr"]].rename(
             columns={"nn": head_name(run, "nn"), "svr": head_name(run, "svr")})
         if merged is None:

@@ -11,8 +11,10 @@ to --out, decoded images and embeddings to --cache-dir.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,13 @@ from pawcore.images import SplitImages
 from pawcore.locks import exclusive
 from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.run import run_dir
-from stage1_backbone.completeness import check_complete
+from stage2_svr.manifest import Stage2Manifest
 
 from .blend import best_weight, blend_curve, family_weights, fit_weights, parse_blend
 from .config import InferConfig
-from .ensemble import HEAD_KINDS, Ensemble, EnsembleSpec, head_name
+from .ensemble import HEAD_KINDS, Ensemble, EnsembleSpec, head_name, load_predictors
 from .ensemble_oof import check_shared_folds, ensemble_oof
+from .predictor import RunPredictor
 from .report import stage1_notes, write_report
 
 log = logging.getLogger(__name__)
@@ -108,12 +111,11 @@ def family_share(weights: dict[str, float], runs: list[str]) -> float | None:
     return share if all(abs(weights.get(h, 0.0) - w) < 1e-9 for h, w in even.items()) else None
 
 
-def svr_note(stage2: dict) -> str:
+def svr_note(stage2: Stage2Manifest) -> str:
     """The SVR's sources for the report; a set chosen on OOF makes its OOF RMSE slightly optimistic."""
-    features = "+".join(stage2.get("features", ["tuned"]))
-    note = f"SVR features: {features}, scaler {'on' if stage2['standardize'] else 'off'}"
-    if stage2.get("select", "none") != "none":
-        return (note + f" (chosen on OOF by fit-svr --select {stage2['select']}: the SVR's OOF RMSE is slightly "
+    note = f"SVR features: {'+'.join(stage2.features)}, scaler {'on' if stage2.standardize else 'off'}"
+    if stage2.select != "none":
+        return (note + f" (chosen on OOF by fit-svr --select {stage2.select}: the SVR's OOF RMSE is slightly "
                 "optimistic, since the set was chosen on these same rows).")
     return note + "."
 
@@ -123,67 +125,108 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     blend = None if cfg.weights_from else parse_blend(cfg.blend)
     if not cfg.data_dir:
         raise ConfigError("--data-dir is required: a folder with test.csv and test/<Id>.jpg.")
-    spec = planned_spec(cfg)
-    runs = spec.runs
-    out, cache = output_paths(cfg, runs)
-    ensemble = Ensemble(spec, cfg.device, cfg.batch_size, cfg.num_workers, emb_cache_dir=cache / "emb")
-    if len(runs) > 1:
-        check_shared_folds(cfg.artifacts_dir, runs, {run: p.stage1 for run, p in ensemble.predictors.items()})
-    notes = []
-    for run, predictor in ensemble.predictors.items():
-        partial = check_complete(run_dir(cfg.artifacts_dir, run), predictor.stage1, cfg.allow_partial, "infer")
-        notes += [(f"Run {run!r}: " if len(runs) > 1 else "") + note
-                  for note in [*stage1_notes(predictor.stage1, partial), svr_note(predictor.stage2)]]
-
-    oof = None
-    try:
-        oof = ensemble_oof(cfg.artifacts_dir, runs)
-    except FileNotFoundError as e:
-        if not cfg.weights_from:
-            raise
-        log.warning("No out-of-fold predictions (%s): the report lists the replayed weights only.", e.filename)
-    chosen_by = f"replayed from {cfg.weights_from}"
-    if not cfg.weights_from:
-        if blend is None:
-            spec.weights, chosen_by = auto_weights(oof, runs)
-        else:
-            spec.weights, chosen_by = family_weights(runs, blend), "given by --blend"
-    share = family_share(spec.weights, runs)
+    planned = planned_spec(cfg)
+    out, cache = output_paths(cfg, planned.runs)
+    predictors = load_predictors(cfg.artifacts_dir, planned.runs, cfg.device, cfg.batch_size, cfg.num_workers, cache)
+    notes = check_runs(cfg, predictors)
+    oof = read_oof(cfg, planned.runs)
+    weights, chosen_by = (planned.weights, f"replayed from {cfg.weights_from}") if cfg.weights_from else \
+        choose_weights(blend, oof, planned.runs)
+    ensemble = Ensemble(dataclasses.replace(planned, weights=weights), predictors)
 
     test = read_split(cfg.data_dir, "test", require_meta=ensemble.needs_meta)
     heads = ensemble.heads(SplitImages(test.image_paths, cache, "test"), test.meta() if ensemble.needs_meta else None)
     submission = pd.DataFrame({ID_COL: test.ids, "Pawpularity": ensemble.score(heads)})
-
-    table = head_table = curve = None
-    final_label = f"blend {share:.2f}" if share is not None else "ensemble"
-    if oof is not None:
-        oof = oof.assign(blend=ensemble.score({h: oof[h].to_numpy() for h in spec.weights}))
-        labels = ({"NN head": head_name(runs[0], "nn"), "SVR head": head_name(runs[0], "svr")} if len(runs) == 1
-                  else {h: h for r in runs for h in (head_name(r, "nn"), head_name(r, "svr"))})
-        table = oof_table(oof, {**labels, final_label: "blend"}, ensemble.predictors[runs[0]].stage1["mean_baseline"])
-        curve = blend_curve(oof)
-    head_table = pd.DataFrame(
-        [{"head": h, "OOF RMSE": rmse(oof[h], oof["target"]) if oof is not None else float("nan"),
-          "weight": spec.weights.get(h, 0.0)} for r in runs for h in (head_name(r, "nn"), head_name(r, "svr"))]
-        + [{"head": final_label, "OOF RMSE": rmse(oof["blend"], oof["target"]) if oof is not None else float("nan"),
-            "weight": sum(spec.weights.values())}])
-
+    summary = summarise(ensemble, oof)
     with exclusive(out.parent / ".infer.lock", f"{out} and its report"):
         with atomic_path(out) as tmp:  # never a partial submission.csv
             submission.to_csv(tmp, index=False)
-        spec.save(out.parent / "ensemble.json")  # what score/serve and --weights-from replay
-        report = write_report(out.parent, oof, table, head_table, curve, share, chosen_by, out, submission, notes)
-
-    if blend is None and not cfg.weights_from and len(runs) == 1:
-        print(f"--blend auto: NN weight {share:.2f} (OOF RMSE {curve['rmse'].min():.3f}; "
-              f"NN only {curve['rmse'].iat[-1]:.3f}, SVR only {curve['rmse'].iat[0]:.3f})")
-    print(f"\nHeads ({chosen_by}; TTA {'on' if spec.tta else 'off'}):")
-    print(format_table(head_table))
-    if table is not None:
-        what = (f"final = {share:.2f} x NN + {1 - share:.2f} x SVR" if share is not None and len(runs) == 1
-                else f"final = {final_label}")
-        print(f"\nOOF RMSE (run{'s' if len(runs) > 1 else ''} {','.join(runs)}, {what}):")
-        print(format_table(table))
-    print(*notes, sep="\n")
+        ensemble.spec.save(out.parent / "ensemble.json")  # what score/serve and --weights-from replay
+        report = write_report(out.parent, summary.oof, summary.table, summary.head_table, summary.curve,
+                              summary.share, chosen_by, out, submission, notes)
+    print_summary(blend, cfg, ensemble, summary, chosen_by, notes)
     print(f"Submission: {out} ({len(submission)} rows)\nReport:     {report}\n")
     return submission
+
+
+def check_runs(cfg: InferConfig, predictors: dict[str, RunPredictor]) -> list[str]:
+    """Refuse runs that cannot be blended (other folds; stage 1 incomplete without --allow-partial);
+    return the report's notes on what each run's OOF numbers mean."""
+    runs = list(predictors)
+    if len(runs) > 1:
+        check_shared_folds(cfg.artifacts_dir, runs, {run: p.stage1 for run, p in predictors.items()})
+    notes = []
+    for run, predictor in predictors.items():
+        partial = predictor.stage1.check_complete(cfg.allow_partial, "infer")
+        notes += [(f"Run {run!r}: " if len(runs) > 1 else "") + note
+                  for note in [*stage1_notes(predictor.stage1, partial), svr_note(predictor.stage2)]]
+    return notes
+
+
+def read_oof(cfg: InferConfig, runs: list[str]) -> pd.DataFrame | None:
+    """Every head's OOF predictions; None when they are absent and --weights-from needs none."""
+    try:
+        return ensemble_oof(cfg.artifacts_dir, runs)
+    except FileNotFoundError as e:
+        if not cfg.weights_from:
+            raise
+        log.warning("No out-of-fold predictions (%s): the report lists the replayed weights only.", e.filename)
+        return None
+
+
+def choose_weights(blend: float | None, oof: pd.DataFrame, runs: list[str]) -> tuple[dict[str, float], str]:
+    """--blend W as family weights, or --blend auto fitted on OOF; with the words the report uses."""
+    if blend is None:
+        return auto_weights(oof, runs)
+    return family_weights(runs, blend), "given by --blend"
+
+
+@dataclass
+class Summary:
+    """What the report and the console show: OOF with the final score, its tables, the blend curve."""
+
+    oof: pd.DataFrame | None
+    table: pd.DataFrame | None
+    head_table: pd.DataFrame
+    curve: pd.DataFrame | None
+    share: float | None
+    final_label: str
+
+
+def summarise(ensemble: Ensemble, oof: pd.DataFrame | None) -> Summary:
+    spec, runs = ensemble.spec, ensemble.spec.runs
+    share = family_share(spec.weights, runs)
+    final_label = f"blend {share:.2f}" if share is not None else "ensemble"
+    head_names = [head_name(r, kind) for r in runs for kind in HEAD_KINDS]
+    table = curve = None
+    if oof is not None:
+        oof = oof.assign(blend=ensemble.score({h: oof[h].to_numpy() for h in spec.weights}))
+        labels = ({"NN head": head_name(runs[0], "nn"), "SVR head": head_name(runs[0], "svr")} if len(runs) == 1
+                  else {h: h for h in head_names})
+        table = oof_table(oof, {**labels, final_label: "blend"}, ensemble.predictors[runs[0]].stage1.mean_baseline)
+        curve = blend_curve(oof)
+
+    def oof_rmse(column: str) -> float:
+        return rmse(oof[column], oof["target"]) if oof is not None else float("nan")
+
+    head_table = pd.DataFrame(
+        [{"head": h, "OOF RMSE": oof_rmse(h), "weight": spec.weights.get(h, 0.0)} for h in head_names]
+        + [{"head": final_label, "OOF RMSE": oof_rmse("blend"), "weight": sum(spec.weights.values())}])
+    return Summary(oof, table, head_table, curve, share, final_label)
+
+
+def print_summary(blend: float | None, cfg: InferConfig, ensemble: Ensemble, summary: Summary, chosen_by: str,
+                  notes: list[str]) -> None:
+    runs, share = ensemble.spec.runs, summary.share
+    if blend is None and not cfg.weights_from and len(runs) == 1:
+        curve = summary.curve
+        print(f"--blend auto: NN weight {share:.2f} (OOF RMSE {curve['rmse'].min():.3f}; "
+              f"NN only {curve['rmse'].iat[-1]:.3f}, SVR only {curve['rmse'].iat[0]:.3f})")
+    print(f"\nHeads ({chosen_by}; TTA {'on' if ensemble.spec.tta else 'off'}):")
+    print(format_table(summary.head_table))
+    if summary.table is not None:
+        what = (f"final = {share:.2f} x NN + {1 - share:.2f} x SVR" if share is not None and len(runs) == 1
+                else f"final = {summary.final_label}")
+        print(f"\nOOF RMSE (run{'s' if len(runs) > 1 else ''} {','.join(runs)}, {what}):")
+        print(format_table(summary.table))
+    print(*notes, sep="\n")

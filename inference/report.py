@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pawcore.artifacts import atomic_path  # noqa: E402
+from stage1_backbone.manifest import Stage1Manifest  # noqa: E402
 
 PLOTS = ("oof_scatter.png", "oof_histograms.png", "blend_curve.png", "weights.png")
 
@@ -89,9 +90,9 @@ def _weights(head_table: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def stage1_notes(stage1: dict, partial: dict | None) -> list[str]:
+def stage1_notes(stage1: Stage1Manifest, partial: dict | None) -> list[str]:
     """What the OOF numbers mean for this run: which stage-1 weights, and whether folds are missing."""
-    if stage1.get("checkpoint", "best") == "last":
+    if stage1.checkpoint == "last":
         notes = ["Stage-1 weights: the last epoch of each fold, no early stopping (`--checkpoint last`). Nothing "
                  "was chosen on the validation folds, so the NN and SVR OOF RMSEs are honest estimates (a blend "
                  "weight chosen by `--blend auto` is chosen on OOF, so its blend row is slightly optimistic)."]

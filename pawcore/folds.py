@@ -79,10 +79,10 @@ def read_folds(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={ID_COL: str})
 
 
-def read_trained_folds(path: Path, stage1: dict, run: str) -> pd.DataFrame:
-    """The run's folds.csv, refused unless it is the file stage 1 trained on (its manifest's SHA-256):
-    other folds would put training rows of a fold's model into its out-of-fold predictions."""
-    if sha256_file(path) != stage1["folds_csv_sha256"]:
+def read_trained_folds(path: Path, trained_sha256: str, run: str) -> pd.DataFrame:
+    """The run's folds.csv, refused unless it is the file stage 1 trained on (the SHA-256 its manifest
+    recorded): other folds would put training rows of a fold's model into its out-of-fold predictions."""
+    if sha256_file(path) != trained_sha256:
         raise ArtifactError(f"{path} changed after stage 1 of run {run!r} was trained. Restore it, or re-run "
                             f"`python pipeline.py train-backbone --run {run}` and fit-svr.")
     return read_folds(path)

@@ -10,7 +10,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -22,6 +22,8 @@ from .progress import progress
 
 log = logging.getLogger(__name__)
 
+# What PIL and load_rgb raise for files that are not (whole) images; anything else is a bug.
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 CACHE_VERSION = 1  # bump when decoding/resizing changes, so old caches are not reused
 # How every cached image is resized (after JPEG draft decoding): recorded in each fold's config.json.
 INTERPOLATION = "area"
@@ -47,9 +49,14 @@ def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
             arr = arr * (255.0 / max(float(arr.max()), 1.0))
             img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
         rgb = np.asarray(img.convert("RGB"))
-    if size is not None and rgb.shape[:2] != (size, size):
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb if size is None else resize_square(rgb, size))
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The one resize of the project: squash to size x size with INTER_AREA (INTERPOLATION)."""
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def images_key(pixels: np.memmap) -> str:
@@ -72,7 +79,7 @@ def _decode_each(paths: Sequence[Path], size: int, store, desc: str, workers: in
     def decode(i: int) -> None:
         try:
             store(i, load_rgb(paths[i], size))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        except DECODE_ERRORS as e:
             problems.append(f"{paths[i]}: cannot be decoded as an image ({type(e).__name__}: {e}); "
                             f"replace the file or remove its row.")
 
@@ -111,12 +118,21 @@ def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name:
     return np.load(path, mmap_mode="r")
 
 
-class SplitImages:
-    """The photos of a data split, decoded once per size into the memory-mapped image cache.
+class ImageSet(Protocol):
+    """Images a model can read at any square size: pixels(size) is (N, size, size, 3) uint8, RGB, upright.
 
-    An image set (len, pixels(size)): infer, fit-svr's frozen sources and score/serve read images
-    through this protocol at whatever size each model needs.
+    fit-svr, infer and score/serve all hand images to the models through this protocol, at whatever
+    size each model needs. A set whose pixels are a cache memmap has a stable identity (`images_key`),
+    so features computed from it can be cached; pixels held in memory are computed afresh.
     """
+
+    def __len__(self) -> int: ...
+
+    def pixels(self, size: int) -> np.ndarray: ...
+
+
+class SplitImages:
+    """The photos of a data split, decoded once per size into the memory-mapped image cache."""
 
     def __init__(self, paths: Sequence[Path], cache_dir: Path, name: str):
         self.paths, self.cache_dir, self.name = list(paths), Path(cache_dir), name
@@ -126,3 +142,19 @@ class SplitImages:
 
     def pixels(self, size: int) -> np.ndarray:
         return cached_images(self.paths, size, self.cache_dir, self.name)
+
+
+class ArrayImages:
+    """RGB photos already in memory (any sizes), squashed to size x size as the image cache does."""
+
+    def __init__(self, images: Sequence[np.ndarray]):
+        self.images = list(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def pixels(self, size: int) -> np.ndarray:
+        out = np.empty((len(self.images), size, size, 3), np.uint8)
+        for i, rgb in enumerate(self.images):
+            out[i] = resize_square(rgb, size)
+        return out

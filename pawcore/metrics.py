@@ -4,6 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def clip_score(pred) -> np.ndarray:
+    """Predictions as Pawpularity scores: float64, clipped to the target's range 1..100."""
+    return np.clip(np.asarray(pred, np.float64), 1, 100)
+
+
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
     return float(np.sqrt(np.mean((pred - target) ** 2)))

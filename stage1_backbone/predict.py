@@ -1,11 +1,12 @@
-"""One eval-mode pass over cached images giving both heads' inputs: embeddings and NN scores."""
+"""The one eval-mode inference loop over cached images, and its use by a fold model: embeddings and NN scores."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from pawcore.progress import progress
@@ -39,15 +40,19 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
         torch.set_float32_matmul_precision(matmul)
 
 
-@torch.inference_mode()
-def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray | None = None,
-                    meta: np.ndarray | None = None, batch_size: int = 64, device: str | torch.device = "auto",
-                    flip: bool = False, num_workers: int = 0, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled embeddings (N, D) float32 and NN scores (N,) on 0..100, as tensors on `device`.
+Step = Callable[[nn.Module, torch.Tensor, "torch.Tensor | None"], tuple["torch.Tensor | None", ...]]
 
-    Eval mode, no augmentation: the same image always gives the same embedding. `flip=True` mirrors
-    every image horizontally (test-time augmentation). Always full fp32 (see `exact_fp32`), on any
-    device, so features agree between the machine that fits the SVR and the one that infers.
+
+@torch.inference_mode()
+def forward_batches(model: nn.Module, step: Step, pixels: np.ndarray, rows: np.ndarray | None = None,
+                    meta: np.ndarray | None = None, batch_size: int = 64, device: str | torch.device = "auto",
+                    flip: bool = False, num_workers: int = 0, desc: str = "forward") -> tuple[torch.Tensor | None, ...]:
+    """`step(model, images, meta)` over the cached images in batches, each output concatenated (CPU float32).
+
+    The one inference loop of every model here (fine-tuned folds, frozen feature models): eval mode, no
+    augmentation, full fp32 (see `exact_fp32`) on any device, so features agree between the machine that
+    fits the SVR and the one that infers. `images` are uint8 NCHW; `flip=True` mirrors them horizontally
+    (test-time augmentation). A step output that is None stays None.
     """
     device = pick_device(device) if isinstance(device, str) else device
     model = model.eval().to(device)
@@ -57,17 +62,29 @@ def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray 
                             num_workers=num_workers, pin_memory=device.type == "cuda")
     else:
         loader = _slices(pixels, rows, meta, batch_size, pin=device.type == "cuda")
-    embs, scores = [], []
+    outputs = []
     for batch in progress(loader, desc=desc):
         images = batch["image"].to(device, non_blocking=True).contiguous()  # NCHW, as the per-item path stacks
         if flip:
             images = torch.flip(images, dims=[3])
         with exact_fp32(device):
-            emb = model.embed(images)
-            logits = model.head_logits(emb, batch["meta"].to(device) if model.n_meta else None)
-        embs.append(emb)
-        scores.append(logits_to_score(logits))
-    return torch.cat(embs), torch.cat(scores)
+            out = step(model, images, batch["meta"].to(device))
+        outputs.append([None if t is None else t.float().cpu() for t in out])
+    return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*outputs))
+
+
+def _embed_and_score(model: PawpularityNet, images: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    emb = model.embed(images)
+    return emb, logits_to_score(model.head_logits(emb, meta if model.n_meta else None))
+
+
+def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray | None = None,
+                    meta: np.ndarray | None = None, batch_size: int = 64, device: str | torch.device = "auto",
+                    flip: bool = False, num_workers: int = 0, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+    """A fold model's pooled embeddings (N, D) and NN scores (N,) on 0..100, CPU float32."""
+    emb, scores = forward_batches(model, _embed_and_score, pixels, rows, meta, batch_size, device, flip,
+                                  num_workers, desc)
+    return emb, scores
 
 
 def _slices(pixels: np.ndarray, rows: np.ndarray, meta: np.ndarray | None, batch_size: int, pin: bool):

@@ -104,24 +104,35 @@ def create_backbone(name: str, pretrained: str = "none", pretrained_file: str = 
     if hub:
         return model
     if pretrained_file:
-        state = _read_file(Path(pretrained_file))
+        state = read_weights(Path(pretrained_file))
     elif pretrained == "auto":
         state = packaged_state_dict(name)
     else:
         return model
-    _load_into(model, state, source=pretrained_file or PACKAGED[name])
+    load_into(model, state, source=pretrained_file or PACKAGED[name])
     return model
 
 
-def _create(name: str, pretrained: bool, img_size: int | None) -> nn.Module:
+def _create(name: str, pretrained: bool, img_size: int | None, num_classes: int = 0) -> nn.Module:
     if img_size is None:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=img_size)
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, img_size=img_size)
     except TypeError as e:  # a model without a fixed input size (CNNs): it takes any size as it is
         if "img_size" not in str(e):
             raise
-        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+
+
+def create_classifier(name: str, weights_file: str = "", img_size: int | None = None) -> nn.Module:
+    """A timm model with the ImageNet weights of a local file (weights_file) or its installed package,
+    classifier included when the weights have one (then `forward_head` gives its class logits)."""
+    state = read_weights(Path(weights_file)) if weights_file else packaged_state_dict(name)
+    cfg = timm.models.get_pretrained_cfg(name)
+    head = f"{cfg.classifier if cfg else 'classifier'}.weight"
+    model = _create(name, False, img_size, num_classes=int(state[head].shape[0]) if head in state else 0)
+    load_into(model, state, source=weights_file or PACKAGED[name], keep_classifier=True)
+    return model
 
 
 def file_normalisation(pretrained_file: str) -> tuple[list[float], list[float]] | None:
@@ -157,14 +168,19 @@ def parse_triple(text: str, option: str) -> list[float] | None:
     return values
 
 
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
     # timm's loader reads .safetensors and .pth/.bin (weights_only), unwraps 'state_dict'/'model', strips 'module.'.
     return timm.models.load_state_dict(str(path), weights_only=True)
 
 
-def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    classifier = model.pretrained_cfg.get("classifier", "classifier")
-    state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, keep_classifier: bool = False) -> None:
+    """Load pretrained weights as timm does: the model's checkpoint filter, then shape and key checks.
+
+    The classifier is dropped unless `keep_classifier` (a fine-tuned backbone has its own head).
+    """
+    if not keep_classifier:
+        classifier = model.pretrained_cfg.get("classifier", "classifier")
+        state = {k: v for k, v in state.items() if not k.startswith(f"{classifier}.")}
     # What timm does when it loads pretrained weights: the model's own filter adapts them to this
     # model (e.g. ViT/Swin position tables resampled to a non-native --img-size).
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
@@ -173,19 +189,19 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
             state = filter_fn(state, model)
         except (KeyError, RuntimeError, ValueError) as e:
             raise ConfigError(f"Pretrained weights from {source} do not fit {model.__class__.__name__} ({e}). "
-                              f"Check that the file is for the same --backbone.") from None
+                              f"Check that the file is for {model.pretrained_cfg.get('architecture', 'this model')}.") from None
     own = model.state_dict()
     wrong_shape = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong_shape:
         raise ConfigError(f"Pretrained weights from {source} do not fit {model.__class__.__name__}: "
                           f"{len(wrong_shape)} tensors have other shapes (e.g. {wrong_shape[0]}: "
                           f"{tuple(state[wrong_shape[0]].shape)} vs {tuple(own[wrong_shape[0]].shape)}). "
-                          f"Check that the file is for the same --backbone.")
+                          f"Check that the file is for {model.pretrained_cfg.get('architecture', 'this model')}.")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
         raise ConfigError(f"Pretrained weights from {source} do not fit {model.__class__.__name__}: "
                           f"{len(result.missing_keys)} missing tensors (e.g. {result.missing_keys[:3]}). "
-                          f"Check that the file is for the same --backbone.")
+                          f"Check that the file is for {model.pretrained_cfg.get('architecture', 'this model')}.")
     if result.unexpected_keys:
         log.warning("Ignored %d tensors of %s that the model has no place for (e.g. %s)",
                     len(result.unexpected_keys), source, result.unexpected_keys[:3])

@@ -36,18 +36,21 @@ from pawcore.locks import exclusive
 from pawcore.metrics import fold_baselines, format_table, oof_table, rmse
 from pawcore.progress import interactive
 from pawcore.ranks import is_global_zero
-from pawcore.run import RunDir, file_digests, run_dir, write_manifest
+from pawcore.manifest import file_digests
+from pawcore.run import RunDir, run_dir
 
 from .config import MODEL_KEYS, TrainConfig
 from .dataset import CachedImages, EpochSampler, train_augmentations
 from .lit import EpochSummary, LitPawpularity
 from .loggers import check_logger, fold_loggers
+from .manifest import Stage1Fold, Stage1Manifest
 from .model import PawpularityNet, save_weights
 from .predict import embed_and_score
 from .pretrained import check_weights_source, create_backbone, file_normalisation, parse_triple
 
 log = logging.getLogger(__name__)
-STAGE = "stage1"
+STAGE = Stage1Manifest.STAGE
+LAYOUT = Stage1Manifest  # where each of the stage's files goes
 # Settings every fold of one run must share for their OOF predictions to be combined.
 COMPAT_KEYS = ("backbone", "img_size", "use_meta", "n_folds")
 
@@ -79,11 +82,11 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     with contextlib.ExitStack() as locks:
         if is_global_zero():  # other ranks follow rank 0; they never write
             for k in folds_to_train:
-                locks.enter_context(exclusive(run.fold_dir(STAGE, k) / ".lock", f"{STAGE} fold {k} of run {cfg.run!r}"))
+                locks.enter_context(exclusive(LAYOUT.fold_dir(run, k) / ".lock", f"{STAGE} fold {k} of run {cfg.run!r}"))
         for k in folds_to_train:
             if fold_finished(run, k, cfg):
                 log.info("fold %d: already finished with these settings, skipped (delete %s to retrain)",
-                         k, run.fold_dir(STAGE, k))
+                         k, LAYOUT.fold_dir(run, k))
                 continue
             train_fold(cfg, run, k, pixels, train.targets(), meta, train.ids, fold_of)
 
@@ -92,7 +95,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     table = assemble_stage(run, cfg, fold_baselines(train.targets(), fold_of))
     print(f"\nStage 1 OOF RMSE (run {cfg.run!r}, {cfg.backbone}, {cfg.img_size}px):")
     print(format_table(table))
-    print(f"Artifacts: {run.stage(STAGE)}\n")
+    print(f"Artifacts: {LAYOUT.stage_dir(run)}\n")
     return table
 
 
@@ -106,7 +109,7 @@ def normalisation(cfg: TrainConfig) -> tuple[list[float] | None, list[float] | N
 
 
 def fold_finished(run: RunDir, k: int, cfg: TrainConfig) -> bool:
-    done = run.fold_dir(STAGE, k) / "done.json"
+    done = LAYOUT.done_file(run, k)
     return done.is_file() and model_settings(read_json(done)["train"]) == model_settings(cfg)
 
 
@@ -126,9 +129,10 @@ def _devices(text: str):
     return int(text) if str(text).isdigit() else text
 
 
-def _resume_checkpoint(fold_dir, cfg: TrainConfig) -> str | None:
+def _resume_checkpoint(run: RunDir, k: int, cfg: TrainConfig) -> str | None:
     """checkpoints/last.ckpt of an interrupted run of this fold with the same settings, if any."""
-    last, config = fold_dir / "checkpoints" / "last.ckpt", fold_dir / "config.json"
+    fold_dir, config = LAYOUT.fold_dir(run, k), LAYOUT.fold_config_file(run, k)
+    last = fold_dir / "checkpoints" / "last.ckpt"
     if last.is_file() and config.is_file() and model_settings(read_json(config)["train"]) == model_settings(cfg):
         log.info("fold %s: resuming from %s", fold_dir.name, last)
         return str(last)
@@ -137,7 +141,7 @@ def _resume_checkpoint(fold_dir, cfg: TrainConfig) -> str | None:
 
 def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, targets: np.ndarray,
                meta: np.ndarray | None, ids: list[str], fold_of: np.ndarray) -> None:
-    fold_dir = run.fold_dir(STAGE, k)
+    fold_dir = LAYOUT.fold_dir(run, k)
     train_rows, val_rows = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
     log.info("fold %d: %d train / %d val images", k, len(train_rows), len(val_rows))
     seed = cfg.seed * 1000 + k
@@ -153,14 +157,14 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
         model = model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
         torch.backends.cudnn.benchmark = True
 
-    resume = _resume_checkpoint(fold_dir, cfg)
+    resume = _resume_checkpoint(run, k, cfg)
     if is_global_zero():
-        (fold_dir / "done.json").unlink(missing_ok=True)  # from here on this fold is unfinished
+        LAYOUT.done_file(run, k).unlink(missing_ok=True)  # from here on this fold is unfinished
         if resume is None:
             shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
             shutil.rmtree(fold_dir / "logs", ignore_errors=True)
             shutil.rmtree(fold_dir / "tensorboard", ignore_errors=True)
-        write_json(fold_dir / "config.json", fold_config(cfg, k, model))
+        write_json(LAYOUT.fold_config_file(run, k), fold_config(cfg, k, model))
 
     train_loader, val_loader = fold_loaders(cfg, pixels, train_rows, val_rows, targets, meta, seed)
     lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, compile=cfg.compile)
@@ -242,20 +246,19 @@ def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
 def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pixels: np.ndarray,
                targets: np.ndarray, meta: np.ndarray | None, ids: list[str], val_rows: np.ndarray,
                val_rmse: float, schedule: dict) -> None:
-    fold_dir = run.fold_dir(STAGE, k)
     _, scores = embed_and_score(model, pixels, val_rows, meta, batch_size=cfg.batch_size * 2, desc=f"oof fold {k}")
     oof = pd.DataFrame({ID_COL: np.asarray(ids)[val_rows], "fold": k, "target": targets[val_rows],
                         "pred": scores.cpu().numpy().astype(np.float64)})
-    with atomic_path(fold_dir / "model.safetensors") as tmp:
+    with atomic_path(LAYOUT.weights_file(run, k)) as tmp:
         save_weights(model, tmp)
-    write_csv(fold_dir / "oof.csv", oof)
-    files = [fold_dir / "model.safetensors", fold_dir / "config.json", fold_dir / "oof.csv"]
-    write_json(fold_dir / "done.json", {
+    write_csv(LAYOUT.fold_oof_file(run, k), oof)
+    files = [LAYOUT.weights_file(run, k), LAYOUT.fold_config_file(run, k), LAYOUT.fold_oof_file(run, k)]
+    write_json(LAYOUT.done_file(run, k), {
         "fold": k, "val_rmse": val_rmse, "oof_rmse": rmse(oof["pred"], oof["target"]), "checkpoint": cfg.checkpoint,
         "compat": {key: getattr(cfg, key) for key in COMPAT_KEYS}, "train": dataclasses.asdict(cfg),
-        "files": file_digests(run.stage(STAGE), files), "lr_schedule": schedule,
+        "files": file_digests(LAYOUT.stage_dir(run), files), "lr_schedule": schedule,
     })
-    log.info("fold %d done: %s epoch's val RMSE %.3f -> %s", k, cfg.checkpoint, val_rmse, fold_dir)
+    log.info("fold %d done: %s epoch's val RMSE %.3f -> %s", k, cfg.checkpoint, val_rmse, LAYOUT.fold_dir(run, k))
 
 
 def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -> pd.DataFrame:
@@ -264,35 +267,39 @@ def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -
     Serialised by a lock, so parallel fold jobs each see every fold finished before their turn: the
     job that assembles last writes a manifest with all of them.
     """
-    stage_dir = run.stage(STAGE)
-    compat = {key: getattr(cfg, key) for key in COMPAT_KEYS}
+    stage_dir = LAYOUT.stage_dir(run)
     with exclusive(stage_dir / ".assemble.lock", f"{STAGE} manifest of run {cfg.run!r}", wait=True):
-        entries, oofs = {}, []
-        for done_path in sorted(stage_dir.glob("fold*/done.json")):
-            done = read_json(done_path)
-            if done["compat"] != compat:
-                log.warning("%s was trained with %s, this run uses %s: left out. Re-train it with --folds %d.",
-                            done_path.parent, done["compat"], compat, done["fold"])
-                continue
-            entries[str(done["fold"])] = {"files": done["files"], "val_rmse": done["val_rmse"],
-                                          "checkpoint": done.get("checkpoint", "best")}
-            oofs.append(pd.read_csv(done_path.parent / "oof.csv", dtype={ID_COL: str}))
-        if not entries:
-            raise ArtifactError(f"No finished fold of run {cfg.run!r} in {stage_dir} was trained with {compat}, so "
-                                f"there is no stage 1 to assemble. Train folds with these settings (train-backbone "
-                                f"--run {cfg.run} --folds ...), or use another --run.")
-        oof = pd.concat(oofs, ignore_index=True)
-        write_csv(stage_dir / "oof_nn.csv", oof)
-        first = read_json(stage_dir / f"fold{next(iter(entries))}" / "config.json")["model"]
-        missing = sorted(set(range(cfg.n_folds)) - {int(k) for k in entries})
+        finished = _finished_folds(run, cfg)
+        oof = pd.concat([pd.read_csv(LAYOUT.fold_oof_file(run, k), dtype={ID_COL: str}) for k in finished],
+                        ignore_index=True)
+        write_csv(LAYOUT.oof_file(run), oof)
+        missing = sorted(set(range(cfg.n_folds)) - set(finished))
         if missing:
             log.warning("Stage 1 has %d of %d folds; folds %s are not trained yet (later stages use the ones "
-                        "present).", len(entries), cfg.n_folds, missing)
-        write_manifest(run, STAGE, {
-            "folds": entries, "n_folds": cfg.n_folds, "complete": not missing,
-            "data_dir": str(os.path.abspath(cfg.data_dir)), "folds_csv_sha256": sha256_file(run.folds_csv),
-            "folds_from": cfg.folds_from or None,
-            "oof_nn_sha256": sha256_file(stage_dir / "oof_nn.csv"), "model": first, "mean_baseline": baselines,
-            "checkpoint": ",".join(sorted({e["checkpoint"] for e in entries.values()})),
-        })
+                        "present).", len(finished), cfg.n_folds, missing)
+        Stage1Manifest(
+            run, folds=finished, n_folds=cfg.n_folds, complete=not missing,
+            data_dir=str(os.path.abspath(cfg.data_dir)), folds_csv_sha256=sha256_file(run.folds_csv),
+            oof_nn_sha256=sha256_file(LAYOUT.oof_file(run)),
+            model=read_json(LAYOUT.fold_config_file(run, min(finished)))["model"], mean_baseline=baselines,
+            checkpoint=",".join(sorted({f.checkpoint for f in finished.values()})), folds_from=cfg.folds_from or None,
+        ).write()
     return oof_table(oof, {"NN head": "pred"}, baselines)
+
+
+def _finished_folds(run: RunDir, cfg: TrainConfig) -> dict[int, Stage1Fold]:
+    """Every fold whose done.json says it was trained with settings compatible with this run."""
+    compat = {key: getattr(cfg, key) for key in COMPAT_KEYS}
+    finished = {}
+    for done_path in sorted(LAYOUT.stage_dir(run).glob("fold*/done.json")):
+        done = read_json(done_path)
+        if done["compat"] != compat:
+            log.warning("%s was trained with %s, this run uses %s: left out. Re-train it with --folds %d.",
+                        done_path.parent, done["compat"], compat, done["fold"])
+            continue
+        finished[int(done["fold"])] = Stage1Fold(done["files"], done["val_rmse"], done.get("checkpoint", "best"))
+    if not finished:
+        raise ArtifactError(f"No finished fold of run {cfg.run!r} in {LAYOUT.stage_dir(run)} was trained with "
+                            f"{compat}, so there is no stage 1 to assemble. Train folds with these settings "
+                            f"(train-backbone --run {cfg.run} --folds ...), or use another --run.")
+    return finished

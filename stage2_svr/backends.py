@@ -84,15 +84,6 @@ def predict_numpy(model, X) -> np.ndarray:
     return np.asarray(pred, dtype=np.float64).reshape(-1)
 
 
-def to_backend_input(X, backend: str):
-    """torch tensor -> what the backend fits on: CuPy via DLPack for cuML (no host copy), numpy otherwise."""
-    if backend == "cuml":
-        import cupy
-
-        return cupy.from_dlpack(X.cuda().contiguous())
-    return X.detach().cpu().numpy()
-
-
 def portable(model):
     """A model `infer` can load without a GPU: cuML -> scikit-learn via as_sklearn(); others unchanged."""
     if type(model).__module__.startswith("cuml"):

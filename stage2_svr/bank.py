@@ -1,71 +1,136 @@
-"""The SVR's input from its sources, built the same way by `fit-svr` (training rows) and `infer` (test photos).
+"""The feature bank: stage 2's input for one run and one set of images, the same for fit-svr, infer and score.
 
-Frozen sources are computed once for an image set (they do not depend on the fold); the `tuned`
-source is each fold's own backbone embedding. A fold's matrix is the chosen sources side by side, in
-the recorded order, then the metadata flags when --use-meta.
+A source (stage2_svr/sources.py) is either `tuned`, each fold's fine-tuned stage-1 backbone (it depends
+on the fold), or a frozen pretrained model (the same for every fold). The bank computes each (source,
+fold, view) once per image set and keeps it; when the images have a stable identity (a split in the
+image cache) it also caches it on disk, as
+
+    <cache_dir>/<name>-<size>px-<emb|logits>[-flip]-<key>.npy
+
+the key made of the weights' SHA-256 and the image cache's own name (split, size, source files), so a
+re-trained checkpoint, other weights or changed photos never read a stale file. Frozen features do not
+depend on the run: every run in an artifacts directory shares them. A fold's matrix is the chosen
+sources side by side, in the recorded order, then the metadata flags when the head uses them.
 """
 from __future__ import annotations
 
+import logging
+from functools import cache
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from pawcore.artifacts import atomic_path, sha256_text
 from pawcore.errors import ArtifactError, ConfigError
+from pawcore.images import ImageSet, images_key
+from stage1_backbone.manifest import Stage1Manifest
+from stage1_backbone.model import PawpularityNet
+from stage1_backbone.predict import forward_batches
 
-from .frozen import frozen_features, input_size, weights_sha256
-from .sources import Source
+from .frozen import frozen_step, input_size, load_frozen, weights_sha256
+from .sources import TUNED, Source
 
-
-class ImageSet(Protocol):
-    """Images a model can read at any square size: (N, size, size, 3) uint8, RGB, upright."""
-
-    def __len__(self) -> int: ...
-
-    def pixels(self, size: int) -> np.ndarray: ...
+log = logging.getLogger(__name__)
 
 
-def frozen_blocks(sources: list[Source], images: ImageSet, cache_dir: Path | None, batch_size: int = 64,
-                  device: str = "auto", flip: bool = False) -> dict[str, torch.Tensor]:
-    """{spec: (N, D) CPU float32} for every frozen source: one pass per (model, size), shared by all folds."""
-    return {s.spec: frozen_features(s, images.pixels(input_size(s)), cache_dir, batch_size, device, flip)
-            for s in sources if not s.tuned}
+class FeatureBank:
+    """Every source's features of one image set, for any fold of one run, each computed once.
+
+    `fold_model(k)` gives fold k's fine-tuned network (default: loaded from stage 1's files once); a
+    caller that also needs the networks (infer's NN head) passes the ones it holds. `cache_dir=None`
+    keeps features in memory only.
+    """
+
+    def __init__(self, stage1: Stage1Manifest, images: ImageSet, cache_dir: Path | None, *,
+                 meta: np.ndarray | None = None, batch_size: int = 64, device: str = "auto", num_workers: int = 0,
+                 fold_model: Callable[[int], PawpularityNet] | None = None):
+        self.stage1, self.images, self.cache_dir, self.meta = stage1, images, cache_dir, meta
+        self.batch_size, self.device, self.num_workers = batch_size, device, num_workers
+        self.fold_model = fold_model or cache(stage1.fold_model)
+        self._pixels = cache(images.pixels)
+        self._memo: dict[tuple[str, int | None, bool], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def matrix(self, fold: int, sources: Sequence[Source], flip: bool = False, with_meta: bool = False) -> np.ndarray:
+        """Fold `fold`'s input of a head: the sources' features side by side (+ metadata), float32."""
+        blocks = [self.tuned(fold, flip) if s.tuned else self.frozen(s, flip) for s in sources]
+        if with_meta:
+            if self.meta is None:
+                raise ArtifactError("This stage 2 was fitted with the 12 metadata flags (--use-meta); give them "
+                                    "for these images too.")
+            blocks.append(np.asarray(self.meta, np.float32))
+        return np.concatenate(blocks, axis=1)
+
+    def tuned(self, fold: int, flip: bool = False) -> np.ndarray:
+        """Fold `fold`'s fine-tuned backbone embedding (N, feature_dim): the SVR's `tuned` source and the
+        NN head's input alike."""
+        key = (TUNED, fold, flip)
+        if key not in self._memo:
+            size, weights = self.stage1.img_size, self.stage1.weights_sha256(fold)
+            (emb,) = self._computed(f"{TUNED}-fold{fold}", size, weights, flip, ("emb",),
+                                    lambda: forward_batches(self.fold_model(fold), _embed_step, self._pixels(size),
+                                                            batch_size=self.batch_size, device=self.device, flip=flip,
+                                                            num_workers=self.num_workers,
+                                                            desc=f"embed fold {fold}{' flip' if flip else ''}"))
+            if emb.shape[1] != self.stage1.model["feature_dim"]:
+                raise ArtifactError(f"fold {fold}: embedding size {emb.shape[1]} does not match stage 1's "
+                                    f"feature_dim {self.stage1.model['feature_dim']}. Re-run "
+                                    f"{Stage1Manifest.remake(self.stage1.run)}.")
+            self._memo[key] = emb
+        return self._memo[key]
+
+    def frozen(self, source: Source, flip: bool = False) -> np.ndarray:
+        """A frozen source's features (N, D): its pooled embedding, or its class logits for `:logits`."""
+        key = (source.spec, None, flip)
+        if key not in self._memo:
+            size = input_size(source)
+            emb, logits = self._computed(
+                source.model.replace("/", "_"), size, weights_sha256(source), flip, ("emb", "logits"),
+                lambda: forward_batches(load_frozen(source), frozen_step, self._pixels(size),
+                                        batch_size=self.batch_size, device=self.device, flip=flip,
+                                        num_workers=self.num_workers,
+                                        desc=f"frozen {source.model} {size}px{' flip' if flip else ''}"))
+            if source.logits and logits is None:
+                raise ConfigError(f"--features {source.spec}: the weights have no classifier, so there are no "
+                                  f"logits; use {source.model} (the pooled embedding) instead.")
+            self._memo[key] = logits if source.logits else emb
+        return self._memo[key]
+
+    def frozen_record(self, sources: Sequence[Source]) -> dict[str, dict]:
+        """What a manifest keeps of each frozen source: weights SHA-256, input size, feature width."""
+        return {s.spec: {"weights_sha256": weights_sha256(s), "size": input_size(s), "dim": int(self.frozen(s).shape[1])}
+                for s in sources if not s.tuned}
+
+    def _computed(self, name: str, size: int, weights: str, flip: bool, kinds: tuple[str, ...],
+                  compute: Callable[[], tuple[torch.Tensor | None, ...]]) -> list[np.ndarray | None]:
+        """The outputs of one forward pass (one per kind), read from the cache or computed and saved."""
+        paths = self._cache_files(name, size, weights, flip, kinds)
+        if paths and paths[0].is_file():
+            first = np.load(paths[0])
+            if len(first) == len(self):
+                log.info("Feature cache hit: %s", paths[0].name)
+                rest = [np.load(p) if p.is_file() else None for p in paths[1:]]
+                return [first, *rest]
+        arrays = [None if t is None else t.numpy() for t in compute()]
+        for path, array in zip(paths, arrays):
+            if array is not None:
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, array)
+        return arrays
+
+    def _cache_files(self, name: str, size: int, weights: str, flip: bool, kinds: tuple[str, ...]) -> list[Path]:
+        pixels = self._pixels(size)
+        if self.cache_dir is None or not isinstance(pixels, np.memmap):
+            return []  # photos held in memory have no stable identity
+        # "fp32": features cached before every pass was plain fp32 (bf16/TF32 on GPUs) are not reused.
+        key = sha256_text(f"{weights}|{images_key(pixels)}|flip={flip}|fp32")[:16]
+        return [self.cache_dir / f"{name}-{size}px-{kind}{'-flip' if flip else ''}-{key}.npy" for kind in kinds]
 
 
-def assemble(sources: list[Source], tuned: torch.Tensor | None, frozen: dict[str, torch.Tensor],
-             meta: np.ndarray | None = None) -> torch.Tensor:
-    """One fold's SVR input: the sources' features side by side in the given order (+ metadata), CPU float32."""
-    blocks = []
-    for s in sources:
-        if s.tuned:
-            assert tuned is not None, "the tuned source needs the fold's embeddings"
-            blocks.append(tuned.float().cpu())
-        else:
-            blocks.append(frozen[s.spec].float().cpu())
-    if meta is not None:
-        blocks.append(torch.from_numpy(np.asarray(meta, np.float32)))
-    return torch.cat(blocks, dim=1)
-
-
-def frozen_record(sources: list[Source], frozen: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """What the manifest keeps of each frozen source: weights SHA-256, input size, feature width."""
-    return {s.spec: {"weights_sha256": weights_sha256(s), "size": input_size(s), "dim": int(frozen[s.spec].shape[1])}
-            for s in sources if not s.tuned}
-
-
-def check_frozen_unchanged(sources: list[Source], record: dict[str, dict], run_name: str, refit: str) -> None:
-    """Refuse a stage 2 whose frozen source is missing here or has other weights than it was fitted on."""
-    for s in sources:
-        if s.tuned:
-            continue
-        try:
-            sha = weights_sha256(s)
-        except ConfigError as e:
-            raise ArtifactError(f"Stage 2 of run {run_name!r} was fitted on the frozen source {s.spec!r}, which "
-                                f"is not available here: {e} Or re-fit stage 2 without it: {refit}.") from None
-        if sha != record[s.spec]["weights_sha256"]:
-            raise ArtifactError(f"Stage 2 of run {run_name!r} was fitted on {s.spec!r} with weights "
-                                f"{record[s.spec]['weights_sha256'][:12]}..., but the weights here are "
-                                f"{sha[:12]}... (another version). Install the version it was fitted with, "
-                                f"or re-fit: {refit}.")
+def _embed_step(model: PawpularityNet, images: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor]:
+    return (model.embed(images),)

@@ -15,37 +15,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.preprocessing import StandardScaler
 
 from pawcore.metrics import rmse
 
-from .backends import make_svr, predict_numpy, to_backend_input
-from .features import standardize as apply_scaler
+from .head import SVRParams, fit_head
 
 log = logging.getLogger(__name__)
 
-# (sources in order, fold) -> that fold's (N, D) float32 tensor of all rows
-MatrixFn = Callable[[tuple[str, ...], int], torch.Tensor]
-
-
-@dataclass
-class SVRParams:
-    backend: str
-    kernel: str = "rbf"
-    C: float = 20.0
-    epsilon: float = 0.1
-    gamma: str = "scale"
-
-
-def fit_fold(X, tr: np.ndarray, va: np.ndarray, targets: np.ndarray, params: SVRParams, scale: bool):
-    """(svr, scaler or None, OOF predictions clipped to 1..100) for one fold's rows."""
-    scaler = StandardScaler().fit(X[tr].cpu().numpy()) if scale else None
-    Xs = apply_scaler(X, scaler)
-    svr = make_svr(params.backend, kernel=params.kernel, C=params.C, epsilon=params.epsilon, gamma=params.gamma)
-    svr.fit(to_backend_input(Xs[tr], params.backend), targets[tr])
-    pred = np.clip(predict_numpy(svr, to_backend_input(Xs[va], params.backend)), 1, 100)
-    return svr, scaler, pred
+# (sources in order, fold) -> that fold's (N, D) float32 matrix of all rows
+MatrixFn = Callable[[tuple[str, ...], int], np.ndarray]
 
 
 def oof_rmse(matrix: MatrixFn, names: tuple[str, ...], fold_of: np.ndarray, targets: np.ndarray,
@@ -62,7 +40,7 @@ def oof_rmse(matrix: MatrixFn, names: tuple[str, ...], fold_of: np.ndarray, targ
         X = matrix(names, int(k))
         width = int(X.shape[1])
         tr, va = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-        pred[va] = fit_fold(X, tr, va, targets, params, scale)[2]
+        pred[va] = fit_head(X, tr, va, targets, params, scale)[1]
     scored = np.isin(fold_of, folds)
     return rmse(pred[scored], targets[scored]), width
 

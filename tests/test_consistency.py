@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,53 +16,47 @@ from inference.infer import infer
 from inference.predictor import RunPredictor
 from pawcore.errors import ConfigError
 from pawcore.data import read_split
-from pawcore.images import cached_images, images_key
+from pawcore.images import SplitImages, cached_images
 from pawcore.run import run_dir
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.model import PawpularityNet, load_fold_model
 from stage1_backbone.predict import embed_and_score
 from stage1_backbone.pretrained import create_backbone
 from stage1_backbone.train import normalisation, train_backbone
-from stage2_svr.backends import predict_numpy
+from stage1_backbone.manifest import Stage1Manifest
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
-from stage2_svr.embeddings import embedding_cache_path, fold_embeddings
-from stage2_svr.features import standardize
+from stage2_svr.manifest import Stage2Manifest
 
 from .conftest import TINY
 
 
-def test_svr_features_of_fit_svr_and_infer_agree(tiny_run, tiny_data):
-    """fit-svr extracted its features where it ran (the GPU when there is one: the fixture uses device
-    auto); infer often runs on a CPU machine. The SVR must see the same numbers in both."""
+def test_infer_replays_fit_svr_oof_from_the_photos(tiny_run, tiny_data):
+    """fit-svr's OOF, replayed by infer's own code path from the training photos with every feature
+    recomputed (no feature cache), to 1e-6. Breaks if infer assembles the head's input differently from
+    fit-svr (source order, scaler, preprocessing, a feature computed on other pixels), or if the features
+    fit-svr computed where it ran (device auto: the GPU when there is one) differ from a CPU's."""
     run = run_dir(tiny_run, "default")
-    predictor = RunPredictor(run, device="cpu")
+    predictor = RunPredictor(run, device="cpu", cache_dir=None)
     train = read_split(tiny_data, "train")
-    pixels = cached_images(train.image_paths, predictor.img_size, run.image_cache, "train")
-    oof = pd.read_csv(run.stage("stage2") / "oof_svr.csv", dtype={"Id": str})
+    bank = predictor.bank(SplitImages(train.image_paths, run.image_cache, "train"))
+    oof = pd.read_csv(Stage2Manifest.oof_file(run), dtype={"Id": str})
     for k in predictor.folds:
-        weights_sha = predictor.stage1["folds"][str(k)]["files"][f"fold{k}/model.safetensors"]
-        fitted_on = np.load(embedding_cache_path(run.stage("stage2") / "emb", k, "train", weights_sha,
-                                                 images_key(pixels), flip=False))
-        at_infer = fold_embeddings(predictor.models[k], pixels, None, device="cpu")
-        assert at_infer.dtype == torch.float32 and fitted_on.shape == tuple(at_infer.shape)
-        np.testing.assert_allclose(at_infer.numpy(), fitted_on, rtol=1e-5, atol=1e-5)
-        # And the fold's SVR, fed the infer-time features of its validation photos, replays its OOF.
+        fitted_on = np.load(next((tiny_run / "features").glob(f"tuned-fold{k}-*-emb-*.npy")))
+        np.testing.assert_allclose(bank.tuned(k), fitted_on, rtol=1e-5, atol=1e-5)
         val = oof[oof["fold"] == k]
         rows = np.array([train.ids.index(i) for i in val["Id"]])
-        scaler = joblib.load(run.fold_dir("stage2", k) / "scaler.joblib")
-        svr = joblib.load(run.fold_dir("stage2", k) / "svr.joblib")
-        pred = np.clip(predict_numpy(svr, standardize(at_infer[rows], scaler).numpy()), 1, 100)
-        np.testing.assert_allclose(pred, val["pred"].to_numpy(), atol=1e-4)
+        _, svr = predictor.fold_heads(bank, k)
+        np.testing.assert_allclose(svr[rows], val["pred"].to_numpy(), rtol=0, atol=1e-6)
 
 
 def _reload_reproduces_oof(art, data, fold: int) -> None:
     run = run_dir(art, "default")
-    config = json.loads((run.fold_dir("stage1", fold) / "config.json").read_text())["model"]
-    model = load_fold_model(config, run.fold_dir("stage1", fold) / "model.safetensors")
+    config = json.loads(Stage1Manifest.fold_config_file(run, fold).read_text())["model"]
+    model = load_fold_model(config, Stage1Manifest.weights_file(run, fold))
     train = read_split(data, "train")
     pixels = cached_images(train.image_paths, config["img_size"], run.image_cache, "train")
-    oof = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str}).query("fold == @fold")
+    oof = pd.read_csv(Stage1Manifest.oof_file(run), dtype={"Id": str}).query("fold == @fold")
     _, scores = embed_and_score(model, pixels, np.array([train.ids.index(i) for i in oof["Id"]]), device="cpu")
     np.testing.assert_allclose(scores.numpy(), oof["pred"].to_numpy(), atol=1e-4)
 
@@ -129,16 +122,18 @@ def test_svr_features_are_plain_fp32_even_inside_a_caller_s_autocast(tmp_path):
     often has none. The passes that feed the SVR (fine-tuned and frozen) turn it off themselves: inside a
     bf16 autocast their features equal the plain fp32 ones. A pass that inherited the autocast would give
     bf16-rounded features here (CPU autocast stands in for the GPU's; TF32 cannot be shown on a CPU)."""
-    from stage2_svr.frozen import FrozenNet, _extract
+    from stage1_backbone.predict import forward_batches
+    from stage2_svr.frozen import FrozenNet, frozen_step
 
     pixels = np.random.default_rng(4).integers(0, 256, size=(4, 48, 48, 3), dtype=np.uint8)
     torch.manual_seed(0)
     tuned = PawpularityNet(create_backbone("test_efficientnet", "none"))
     frozen = FrozenNet(timm.create_model("test_efficientnet", num_classes=10))
     cpu = torch.device("cpu")
-    plain = (embed_and_score(tuned, pixels, device=cpu)[0], _extract(frozen, pixels, 4, cpu, False, "x")[0])
+    plain = (embed_and_score(tuned, pixels, device=cpu)[0], forward_batches(frozen, frozen_step, pixels, device=cpu)[0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = (embed_and_score(tuned, pixels, device=cpu)[0], _extract(frozen, pixels, 4, cpu, False, "x")[0])
+        mixed = (embed_and_score(tuned, pixels, device=cpu)[0],
+                 forward_batches(frozen, frozen_step, pixels, device=cpu)[0])
     for a, b in zip(plain, mixed):
         assert b.dtype in (torch.float32, np.float32)
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)

@@ -23,7 +23,7 @@ from pawcore.errors import ArtifactError, ConfigError
 from pawcore.folds import adopt_folds, same_folds
 from pawcore.images import SplitImages
 from pawcore.metrics import rmse
-from pawcore.oof import merge_oof
+from inference.ensemble_oof import run_oof
 from pawcore.run import manifest_digest, run_dir
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
@@ -154,7 +154,7 @@ def test_one_run_reproduces_the_single_run_blend(two_runs, tiny_data, heads, tmp
     half = _infer(two_runs, tiny_data, tmp_path / "half.csv", blend="0.5")
     np.testing.assert_allclose(half["Pawpularity"], np.clip(0.5 * h["nn"] + 0.5 * h["svr"], 1, 100), atol=1e-6)
     # --blend auto with one run: the NN weight with the lowest OOF RMSE on the 0.01 grid, as before.
-    oof = merge_oof(run_dir(two_runs, "default"))
+    oof = run_oof(run_dir(two_runs, "default"))
     grid = np.round(np.arange(101) / 100, 2)
     errors = [rmse(np.clip(w * oof["nn"] + (1 - w) * oof["svr"], 1, 100), oof["target"]) for w in grid]
     w = grid[int(np.argmin(errors))]
@@ -179,7 +179,7 @@ def test_auto_weights_over_several_runs(two_runs, tiny_data, heads, tmp_path):
     expected = sum(weights[f"{run}:{kind}"] * heads[run][kind] for run in heads for kind in ("nn", "svr"))
     np.testing.assert_allclose(sub["Pawpularity"], np.clip(expected, 1, 100), atol=1e-6)
     # On OOF, the ensemble is at least as good as each run's own best blend.
-    oofs = {run: merge_oof(run_dir(two_runs, run)) for run in heads}
+    oofs = {run: run_oof(run_dir(two_runs, run)) for run in heads}
     target = oofs["default"].set_index("Id")["target"]
     ensemble_oof = sum(weights[f"{run}:{kind}"] * oofs[run].set_index("Id")[kind].loc[target.index]
                        for run in heads for kind in ("nn", "svr"))
@@ -198,7 +198,7 @@ def test_weights_from_replays_the_submission_exactly_without_oof(two_runs, tiny_
     first = _infer(two_runs, tiny_data, tmp_path / "first/sub.csv", runs="default,b", blend="auto", tta=True)
     kaggle = tmp_path / "kaggle"  # the runs' artifacts alone, without the merged OOF files or caches
     for run in ("default", "b"):
-        shutil.copytree(two_runs / run, kaggle / run, ignore=shutil.ignore_patterns("emb", "oof_*.csv"))
+        shutil.copytree(two_runs / run, kaggle / run, ignore=shutil.ignore_patterns("oof_*.csv"))
     assert not list(kaggle.rglob("oof_*.csv"))
     replay = _infer(kaggle, tiny_data, tmp_path / "replay/sub.csv", weights_from=str(tmp_path / "first/ensemble.json"))
     np.testing.assert_array_equal(replay["Pawpularity"].to_numpy(), first["Pawpularity"].to_numpy())

@@ -11,7 +11,7 @@ from inference.blend import best_weight, blend_curve, parse_blend
 from inference.config import InferConfig
 from inference.infer import infer
 from pawcore.errors import ArtifactError, ConfigError
-from pawcore.oof import merge_oof
+from inference.ensemble_oof import run_oof
 from pawcore.run import run_dir
 from pipeline import main
 
@@ -52,7 +52,7 @@ def test_blend_auto_is_used_for_the_submission(run_copy, tiny_data, capsys):
     assert "--blend auto: NN weight" in printed
     weight = float(printed.split("--blend auto: NN weight ")[1].split()[0])
     # The weight is the OOF curve's minimum, and the submission is made with it (not only reported).
-    assert weight == best_weight(blend_curve(merge_oof(run_dir(run_copy, "default"))))
+    assert weight == best_weight(blend_curve(run_oof(run_dir(run_copy, "default"))))
     assert f"final = {weight:.2f} x NN" in (run_copy / "default/report.md").read_text()
     nn_only = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="1", out=str(run_copy / "n.csv")))
     svr_only = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), blend="0", out=str(run_copy / "s.csv")))
@@ -70,14 +70,14 @@ def test_tta_changes_predictions_but_not_format(run_copy, tiny_data):
     tta = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), tta=True, out=str(run_copy / "b.csv")))
     assert plain["Id"].tolist() == tta["Id"].tolist() and tta["Pawpularity"].between(1, 100).all()
     assert not np.allclose(plain["Pawpularity"], tta["Pawpularity"])
-    assert len(list((run_copy / "cache/emb/default").glob("fold*-test-flip-*.npy"))) == 2
+    assert len(list((run_copy / "cache/features").glob("tuned-fold*-emb-flip-*.npy"))) == 2
 
 
 def test_infer_offline_from_copied_artifacts_without_training_images(run_copy, tiny_data, tmp_path):
     reference = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), out=str(tmp_path / "ref.csv")))
     # A fresh machine: the artifacts copied without caches, and a data dir holding only test.csv + test/.
     moved = tmp_path / "kaggle" / "artifacts"
-    shutil.copytree(run_copy / "default", moved / "default", ignore=shutil.ignore_patterns("emb"))
+    shutil.copytree(run_copy / "default", moved / "default", ignore=shutil.ignore_patterns("features"))
     test_only = tmp_path / "kaggle" / "input"
     shutil.copytree(tiny_data / "test", test_only / "test")
     shutil.copy(tiny_data / "test.csv", test_only / "test.csv")
@@ -105,7 +105,7 @@ def test_missing_stage2_names_the_command(run_copy, tiny_data):
 
 
 def test_tampered_svr_is_refused(run_copy, tiny_data):
-    svr = run_copy / "default/stage2/fold0/svr.joblib"
+    svr = run_copy / "default/stage2/fold0/head.joblib"
     svr.write_bytes(svr.read_bytes() + b"x")
     with pytest.raises(ArtifactError, match="changed since"):
         infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy)))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 
 from pawcore.metrics import oof_table
-from pawcore.oof import merge_oof
-from pawcore.run import load_manifest, run_dir
+from inference.ensemble_oof import run_oof
+from pawcore.run import run_dir
+from stage1_backbone.manifest import Stage1Manifest
 from pawcore.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
@@ -35,8 +36,8 @@ def test_every_head_beats_the_mean_baseline_on_a_learnable_signal(tmp_path):
     train_backbone(TrainConfig(data_dir=str(data), artifacts_dir=art, **LEARN))
     fit_svr(SVRConfig(artifacts_dir=art, svr_backend="sklearn"))
     run = run_dir(art, "default")
-    table = oof_table(merge_oof(run), {"NN": "nn", "SVR": "svr", "blend": "blend"},
-                      load_manifest(run, "stage1")["mean_baseline"])
+    table = oof_table(run_oof(run), {"NN": "nn", "SVR": "svr", "blend": "blend"},
+                      Stage1Manifest.load(run).mean_baseline)
     overall = table.set_index("fold").loc["overall"]
     print("\n" + table.to_string(index=False))
     for head in ("NN", "SVR", "blend"):

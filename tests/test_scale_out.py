@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pawcore.run import load_manifest, run_dir
+from pawcore.run import run_dir
+from stage1_backbone.manifest import Stage1Manifest
 from pipeline import main
 
 from .conftest import TINY
@@ -28,9 +29,9 @@ def train_cmd(data: Path, art: Path, *extra: str) -> list[str]:
 
 def assert_complete_stage1(art: Path, data: Path) -> pd.DataFrame:
     run = run_dir(art, "default")
-    manifest = load_manifest(run, "stage1")   # every listed file present with its hash
-    assert sorted(manifest["folds"]) == ["0", "1"] and manifest["complete"]
-    oof = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str})
+    manifest = Stage1Manifest.load(run)   # every listed file present with its hash
+    assert sorted(manifest.folds) == [0, 1] and manifest.complete
+    oof = pd.read_csv(Stage1Manifest.oof_file(run), dtype={"Id": str})
     ids = pd.read_csv(data / "train.csv", dtype={"Id": str})["Id"]
     assert sorted(oof["Id"]) == sorted(ids), "every training image has exactly one OOF prediction"
     assert oof["pred"].between(0, 100).all() and oof["pred"].notna().all()
@@ -78,7 +79,7 @@ def test_assembling_with_no_matching_fold_is_a_clear_error(run_copy):
     from stage1_backbone.train import assemble_stage
 
     run = run_dir(run_copy, "default")
-    trained = TrainConfig(**read_json(run.fold_dir("stage1", 0) / "done.json")["train"])
+    trained = TrainConfig(**read_json(Stage1Manifest.done_file(run, 0))["train"])
     other = dataclasses.replace(trained, img_size=trained.img_size * 2)
     with pytest.raises(ArtifactError, match=r"No finished fold of run 'default'.*'img_size': 64"):
         assemble_stage(run, other, {"overall": 1.0})

@@ -52,7 +52,7 @@ def test_a_whole_run_is_readable_by_teammates_under_umask_022(tiny_data, tmp_pat
     files = [p for p in art.rglob("*") if p.is_file()]
     unreadable = [str(p.relative_to(art)) for p in files if not _mode(p) & stat.S_IROTH]
     for name in ("submission.csv", "report.md", "stage1/manifest.json", "stage1/fold0/model.safetensors",
-                 "stage2/fold0/svr.joblib"):
+                 "stage2/fold0/head.joblib"):
         assert (art / "default" / name).is_file(), name
     assert len(files) > 20 and unreadable == []
 

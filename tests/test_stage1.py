@@ -12,7 +12,8 @@ from pawcore.config import parse_folds
 from pawcore.errors import ConfigError
 from pawcore.images import cached_images
 from pawcore.data import read_split
-from pawcore.run import load_manifest, run_dir
+from pawcore.run import run_dir
+from stage1_backbone.manifest import Stage1Manifest
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.model import load_fold_model
 from stage1_backbone.predict import embed_and_score
@@ -23,17 +24,17 @@ from .conftest import TINY
 
 def test_stage1_artifacts_and_manifest(tiny_run, tiny_data):
     run = run_dir(tiny_run, "default")
-    manifest = load_manifest(run, "stage1")   # also re-checks every file's hash
-    assert sorted(manifest["folds"]) == ["0", "1"]
-    assert manifest["model"]["feature_dim"] == 256 and manifest["model"]["img_size"] == 32
-    oof = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str})
+    manifest = Stage1Manifest.load(run)   # also re-checks every file's hash
+    assert sorted(manifest.folds) == [0, 1]
+    assert manifest.model["feature_dim"] == 256 and manifest.img_size == 32
+    oof = pd.read_csv(Stage1Manifest.oof_file(run), dtype={"Id": str})
     train = pd.read_csv(tiny_data / "train.csv", dtype={"Id": str})
     assert sorted(oof["Id"]) == sorted(train["Id"]) and list(oof.columns) == ["Id", "fold", "target", "pred"]
     assert oof["pred"].between(0, 100).all()
     folds = pd.read_csv(run.folds_csv, dtype={"Id": str}).set_index("Id")
     assert (folds.loc[oof["Id"], "fold"].to_numpy() == oof["fold"].to_numpy()).all()
     for k in (0, 1):
-        fold_dir = run.fold_dir("stage1", k)
+        fold_dir = Stage1Manifest.fold_dir(run, k)
         epochs = pd.read_csv(fold_dir / "logs" / "metrics.csv").dropna(subset=["val_rmse"])
         assert len(epochs) == TINY["epochs"]
         done = json.loads((fold_dir / "done.json").read_text())
@@ -45,12 +46,12 @@ def test_stage1_artifacts_and_manifest(tiny_run, tiny_data):
 
 def test_reload_fold_from_saved_config_reproduces_oof(tiny_run, tiny_data):
     run = run_dir(tiny_run, "default")
-    config = json.loads((run.fold_dir("stage1", 1) / "config.json").read_text())
+    config = json.loads(Stage1Manifest.fold_config_file(run, 1).read_text())
     assert config["train"]["backbone"] == "test_efficientnet"
-    model = load_fold_model(config["model"], run.fold_dir("stage1", 1) / "model.safetensors")
+    model = load_fold_model(config["model"], Stage1Manifest.weights_file(run, 1))
     train = read_split(tiny_data, "train")
     pixels = cached_images(train.image_paths, config["model"]["img_size"], run.image_cache, "train")
-    oof = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str}).query("fold == 1")
+    oof = pd.read_csv(Stage1Manifest.oof_file(run), dtype={"Id": str}).query("fold == 1")
     rows = np.array([train.ids.index(i) for i in oof["Id"]])
     _, scores = embed_and_score(model, pixels, rows, device="cpu")
     np.testing.assert_allclose(scores.numpy(), oof["pred"].to_numpy(), atol=1e-4)
@@ -60,12 +61,12 @@ def test_subset_of_folds_and_manifest_of_finished_folds(tiny_data, tmp_path):
     cfg = TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), **{**TINY, "epochs": 1}, folds="1")
     table = train_backbone(cfg)
     run = run_dir(tmp_path, "default")
-    assert sorted(load_manifest(run, "stage1")["folds"]) == ["1"]
-    assert not run.fold_dir("stage1", 0).exists()
+    assert sorted(Stage1Manifest.load(run).folds) == [1]
+    assert not Stage1Manifest.fold_dir(run, 0).exists()
     assert list(table["fold"]) == ["1", "overall"]
     folds_sha = sha256_file(run.folds_csv)
     train_backbone(TrainConfig(**{**cfg.__dict__, "folds": "0"}))
-    assert sorted(load_manifest(run, "stage1")["folds"]) == ["0", "1"]
+    assert sorted(Stage1Manifest.load(run).folds) == [0, 1]
     assert sha256_file(run.folds_csv) == folds_sha, "folds.csv is made once per run"
 
 
@@ -92,8 +93,8 @@ def test_use_meta_feeds_the_head(tiny_data, tmp_path):
     cfg = TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), **{**TINY, "epochs": 1},
                       folds="0", use_meta=True)
     train_backbone(cfg)
-    manifest = load_manifest(run_dir(tmp_path, "default"), "stage1")
-    assert manifest["model"]["n_meta"] == 12 and "Near" in manifest["model"]["meta_cols"]
+    manifest = Stage1Manifest.load(run_dir(tmp_path, "default"))
+    assert manifest.model["n_meta"] == 12 and "Near" in manifest.model["meta_cols"]
 
 
 def test_checkpoint_last_keeps_the_last_epoch_without_early_stopping(tiny_data, tmp_path):
@@ -102,10 +103,10 @@ def test_checkpoint_last_keeps_the_last_epoch_without_early_stopping(tiny_data, 
                       folds="0", checkpoint="last")
     train_backbone(cfg)
     run = run_dir(tmp_path, "default")
-    epochs = pd.read_csv(run.fold_dir("stage1", 0) / "logs" / "metrics.csv").dropna(subset=["val_rmse"])
+    epochs = pd.read_csv(Stage1Manifest.fold_dir(run, 0) / "logs" / "metrics.csv").dropna(subset=["val_rmse"])
     assert len(epochs) == 3
-    done = json.loads((run.fold_dir("stage1", 0) / "done.json").read_text())
+    done = json.loads(Stage1Manifest.done_file(run, 0).read_text())
     assert done["checkpoint"] == "last" and done["val_rmse"] == pytest.approx(epochs["val_rmse"].iloc[-1], rel=1e-5)
     # The saved weights are the last epoch's: their OOF RMSE is that epoch's val RMSE.
     assert done["oof_rmse"] == pytest.approx(epochs["val_rmse"].iloc[-1], rel=1e-3)
-    assert load_manifest(run, "stage1")["checkpoint"] == "last"
+    assert Stage1Manifest.load(run).checkpoint == "last"

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from pawcore.errors import ArtifactError, ConfigError
-from pawcore.run import load_manifest, run_dir
+from pawcore.run import run_dir
 from stage1_backbone.model import PawpularityNet
 from stage1_backbone.predict import embed_and_score
 from stage1_backbone.pretrained import create_backbone
-from stage2_svr import embeddings as emb_module
+from stage1_backbone.manifest import Stage1Manifest
+from stage2_svr import bank as bank_module
+from stage2_svr.manifest import Stage2Manifest
 from stage2_svr.backends import cuml_usable, make_svr, portable, predict_numpy, resolve_backend, sklearnex_usable
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
@@ -95,27 +97,27 @@ def test_embeddings_have_no_augmentation_or_dropout():
 
 def test_stage2_artifacts_and_table(tiny_run):
     run = run_dir(tiny_run, "default")
-    manifest = load_manifest(run, "stage2")
-    assert sorted(manifest["folds"]) == ["0", "1"]
-    oof = pd.read_csv(run.stage("stage2") / "oof_svr.csv", dtype={"Id": str})
-    nn = pd.read_csv(run.stage("stage1") / "oof_nn.csv", dtype={"Id": str})
+    manifest = Stage2Manifest.load(run)
+    assert sorted(manifest.folds) == [0, 1]
+    oof = pd.read_csv(Stage2Manifest.oof_file(run), dtype={"Id": str})
+    nn = pd.read_csv(Stage1Manifest.oof_file(run), dtype={"Id": str})
     assert sorted(oof["Id"]) == sorted(nn["Id"]) and oof["pred"].between(1, 100).all()
     for k in (0, 1):
-        fold = run.fold_dir("stage2", k)
-        svr, scaler = joblib.load(fold / "svr.joblib"), joblib.load(fold / "scaler.joblib")
+        head = manifest.load_head(k)
+        scaler, svr = head.named_steps["scale"], head.named_steps["svr"]
         assert hasattr(svr, "support_vectors_") and scaler.mean_.shape == (256,)
-        assert json.loads((fold / "config.json").read_text())["svr"]["C"] == 20.0
+        assert json.loads(Stage2Manifest.fold_config_file(run, k).read_text())["svr"]["C"] == 20.0
 
 
 def test_embedding_cache_reused_then_invalidated(run_copy, monkeypatch):
     calls = []
-    real = emb_module.embed_and_score
+    real = bank_module.forward_batches
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(emb_module, "embed_and_score", counting)
+    monkeypatch.setattr(bank_module, "forward_batches", counting)
     fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", C=3.0, features="tuned"))
     assert calls == [], "a second fit-svr with other SVR settings re-uses the cached embeddings"
     assert json.loads((run_copy / "default/stage2/fold0/config.json").read_text())["svr"]["C"] == 3.0

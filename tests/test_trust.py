@@ -31,9 +31,8 @@ def test_pickle_loads_only_with_its_recorded_hash(tmp_path):
 def test_stage_manifest_records_every_pickle(tiny_run):
     manifest = json.loads((tiny_run / "default/stage2/manifest.json").read_text())
     for k, entry in manifest["folds"].items():
-        for name in ("svr.joblib", "scaler.joblib"):
-            rel = f"fold{k}/{name}"
-            assert entry["files"][rel] == sha256_file(tiny_run / "default/stage2" / rel)
+        rel = f"fold{k}/head.joblib"
+        assert entry["files"][rel] == sha256_file(tiny_run / "default/stage2" / rel)
 
 
 def test_second_fit_svr_on_the_same_run_stops(run_copy):

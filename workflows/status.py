@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pawcore.artifacts import read_json
 from pawcore.errors import ArtifactError
 from pawcore.folds import read_folds
 from pawcore.locks import is_locked
-from pawcore.run import RunDir, manifest_digest, run_dir
-
-STAGE1, STAGE2 = "stage1", "stage2"
+from pawcore.run import RunDir, run_dir
+from stage1_backbone.manifest import Stage1Manifest
+from stage2_svr.manifest import Stage2Manifest
 
 
 def fold_states(run: RunDir, n_folds: int) -> dict[str, list[int]]:
     states: dict[str, list[int]] = {"done": [], "training now": [], "interrupted": [], "not started": []}
     for k in range(n_folds):
-        fold = run.fold_dir(STAGE1, k)
-        if (fold / "done.json").is_file():
+        fold = Stage1Manifest.fold_dir(run, k)
+        if Stage1Manifest.done_file(run, k).is_file():
             states["done"].append(k)
         elif is_locked(fold / ".lock"):
             states["training now"].append(k)
@@ -37,25 +36,30 @@ def status(artifacts_dir: str, run_name: str) -> str:
     states = fold_states(run, int(read_folds(run.folds_csv)["fold"].max()) + 1)
     lines = [f"run {run_name!r} in {run.root}", "stage1 (train-backbone): " + "; ".join(
         f"{name} {ks}" for name, ks in states.items() if ks)]
-    manifest_path = run.manifest_path(STAGE1)
-    listed = sorted(int(k) for k in read_json(manifest_path)["folds"]) if manifest_path.is_file() else []
+    stage1 = Stage1Manifest.read(run) if Stage1Manifest.path(run).is_file() else None
+    listed = sorted(stage1.folds) if stage1 else []
     lines.append(f"  manifest: folds {listed}" if listed else "  manifest: none yet")
     unlisted = sorted(set(states["done"]) - set(listed))
     if unlisted and not states["training now"]:
         lines.append(f"  folds {unlisted} are done but not in the manifest (trained with other settings, or their "
                      f"job died before assembling): re-run train-backbone for run {run_name!r} with the settings "
                      f"you want; finished folds are skipped and the manifest is re-assembled.")
-    stage2 = run.manifest_path(STAGE2)
-    if stage2.is_file():
-        manifest = read_json(stage2)
-        current = manifest_path.is_file() and manifest["stage1_manifest_sha256"] == manifest_digest(run, STAGE1)
-        lines.append(f"stage2 (fit-svr): folds {sorted(int(k) for k in manifest['folds'])}, "
-                     + ("built on the current stage 1" if current else "STALE: stage 1 changed since; re-run fit-svr"))
-    else:
-        lines.append("stage2 (fit-svr): not run")
+    lines.append("stage2 (fit-svr): " + _stage2_state(run, stage1))
     sub = run.root / "submission.csv"
     lines.append(f"submission: {sub}" if sub.is_file() else "submission: none (run infer)")
     return "\n".join(lines)
+
+
+def _stage2_state(run: RunDir, stage1: Stage1Manifest | None) -> str:
+    if not Stage2Manifest.path(run).is_file():
+        return "not run"
+    try:
+        stage2 = Stage2Manifest.read(run)
+    except ArtifactError as e:  # damaged, or written by another version: say so, and go on with the others
+        return f"UNREADABLE: {e}"
+    current = stage1 is not None and stage2.stage1_manifest_sha256 == stage1.digest()
+    return f"folds {sorted(stage2.folds)}, " + ("built on the current stage 1" if current
+                                               else "STALE: stage 1 changed since; re-run fit-svr")
 
 
 def runs_in(artifacts_dir: str) -> list[str]:

@@ -11,7 +11,8 @@ from PIL import Image
 from advice.crop import candidate_boxes
 from advice.heatmap import occlusion_map
 from advice.photos import Photo, PhotoError, open_photo, read_photos
-from advice.score import load_ensemble, score_photos
+from advice.score import score_photos
+from inference.ensemble import load_ensemble
 from pawcore.errors import ConfigError
 from pipeline import main
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from advice.score import load_ensemble
+from inference.ensemble import load_ensemble
 from advice.serve import Limits, create_app
 
 

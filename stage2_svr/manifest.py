@@ -1,0 +1,123 @@
+"""Stage 2's manifest and file layout: what fit-svr wrote, read back by infer and score.
+
+    stage2/fold{k}/head.joblib     the fold's head: Pipeline([scaler or "passthrough", svr]) (stage2_svr/head.py)
+    stage2/fold{k}/config.json     the fold's settings and chosen sources
+    stage2/fold{k}/oof.csv         the fold's out-of-fold SVR predictions
+    stage2/oof_svr.csv             all folds' OOF rows
+    stage2/selection.csv           the feature selection's table (when sources were selected)
+    stage2/manifest.json           written last: the chosen sources, settings, files and their SHA-256
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pawcore.artifacts import load_pickle_verified
+from pawcore.errors import ArtifactError, ConfigError
+from pawcore.manifest import Manifest, files_of
+from pawcore.run import RunDir
+from stage1_backbone.manifest import Stage1Manifest
+
+if TYPE_CHECKING:
+    from .sources import Source
+
+
+@dataclass(frozen=True)
+class Stage2Fold:
+    files: dict[str, str]  # {path relative to stage2/: SHA-256}
+
+
+@dataclass(frozen=True)
+class Stage2Manifest(Manifest):
+    STAGE = "stage2"
+    COMMAND = "fit-svr"
+    VERSION = 2  # 2: one head.joblib (scaler + SVR in a Pipeline) per fold
+
+    folds: dict[int, Stage2Fold]
+    stage1_manifest_sha256: str
+    oof_svr_sha256: str
+    features: list[str]               # the chosen sources' specs, in the order of the head's columns
+    frozen: dict[str, dict]           # frozen source spec -> {weights_sha256, size, dim}
+    n_features: int
+    use_meta: bool
+    standardize: bool
+    backend: str
+    select: str
+    partial_stage1: dict | None = None
+
+    # --- the stage's files -------------------------------------------------------------------------
+    @classmethod
+    def head_file(cls, run: RunDir, fold: int) -> Path:
+        return cls.fold_dir(run, fold) / "head.joblib"
+
+    @classmethod
+    def fold_config_file(cls, run: RunDir, fold: int) -> Path:
+        return cls.fold_dir(run, fold) / "config.json"
+
+    @classmethod
+    def fold_oof_file(cls, run: RunDir, fold: int) -> Path:
+        return cls.fold_dir(run, fold) / "oof.csv"
+
+    @classmethod
+    def oof_file(cls, run: RunDir) -> Path:
+        return cls.stage_dir(run) / "oof_svr.csv"
+
+    @classmethod
+    def selection_file(cls, run: RunDir) -> Path:
+        return cls.stage_dir(run) / "selection.csv"
+
+    # --- reading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_record(cls, run: RunDir, raw: dict[str, Any]) -> "Stage2Manifest":
+        features = [str(s) for s in raw["features"]]
+        frozen = {str(k): {"weights_sha256": str(v["weights_sha256"]), "size": int(v["size"]), "dim": int(v["dim"])}
+                  for k, v in raw["frozen"].items()}
+        return cls(run, folds={int(k): Stage2Fold(files_of(v)) for k, v in raw["folds"].items()},
+                   stage1_manifest_sha256=str(raw["stage1_manifest_sha256"]), oof_svr_sha256=str(raw["oof_svr_sha256"]),
+                   features=features, frozen=frozen, n_features=int(raw["n_features"]), use_meta=bool(raw["use_meta"]),
+                   standardize=bool(raw["standardize"]), backend=str(raw["backend"]), select=str(raw["select"]),
+                   partial_stage1=raw.get("partial_stage1"))
+
+    def fold_files(self) -> dict[int, dict[str, str]]:
+        return {k: fold.files for k, fold in self.folds.items()}
+
+    @property
+    def sources(self) -> list[Source]:
+        from .sources import parse_source  # timm: only for the commands that run models
+
+        return [parse_source(spec) for spec in self.features]
+
+    def load_head(self, fold: int):
+        """Fold `fold`'s fitted head, unpickled only if its bytes match the recorded SHA-256."""
+        path = self.head_file(self.run, fold)
+        return load_pickle_verified(path, self.folds[fold].files[str(path.relative_to(self.stage_dir(self.run)))])
+
+    # --- checks against what is here today ---------------------------------------------------------
+    def check_built_on(self, stage1: Stage1Manifest) -> None:
+        """Stage 2 was fitted on today's stage 1 (same manifest, same folds)."""
+        run = self.run
+        if self.stage1_manifest_sha256 != stage1.digest():
+            raise ArtifactError(f"Stage 1 of run {run.run!r} changed after fit-svr ran. Run {self.remake(run)}.")
+        if set(stage1.folds) != set(self.folds):
+            raise ArtifactError(f"Stage 1 has folds {sorted(stage1.folds)} but stage 2 has {sorted(self.folds)}. "
+                                f"Run {self.remake(run)}.")
+
+    def check_frozen_unchanged(self) -> None:
+        """Refuse a stage 2 whose frozen source is missing here or has other weights than it was fitted on."""
+        from .frozen import weights_sha256
+
+        refit = self.remake(self.run)
+        for s in self.sources:
+            if s.tuned:
+                continue
+            try:
+                sha = weights_sha256(s)
+            except ConfigError as e:
+                raise ArtifactError(f"Stage 2 of run {self.run.run!r} was fitted on the frozen source {s.spec!r}, "
+                                    f"which is not available here: {e} Or re-fit stage 2 without it: {refit}.") from None
+            if sha != self.frozen[s.spec]["weights_sha256"]:
+                raise ArtifactError(f"Stage 2 of run {self.run.run!r} was fitted on {s.spec!r} with weights "
+                                    f"{self.frozen[s.spec]['weights_sha256'][:12]}..., but the weights here are "
+                                    f"{sha[:12]}... (another version). Install the version it was fitted with, "
+                                    f"or re-fit: {refit}.")
