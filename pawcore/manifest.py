@@ -117,6 +117,17 @@ class Manifest:
         return sha256_file(self.path(self.run))
 
 
+def fold_file(name: str) -> classmethod:
+    """A manifest class's path of a per-fold file: `weights_file = fold_file("model.safetensors")` gives
+    `Stage1Manifest.weights_file(run, k)` -> <run>/stage1/fold{k}/model.safetensors."""
+    return classmethod(lambda cls, run, fold: cls.fold_dir(run, fold) / name)
+
+
+def stage_file(name: str) -> classmethod:
+    """A manifest class's path of a file of the whole stage: `oof_file = stage_file("oof_nn.csv")`."""
+    return classmethod(lambda cls, run: cls.stage_dir(run) / name)
+
+
 def _plain(value: Any) -> Any:
     """JSON-ready: dataclasses as dicts, mapping keys as strings (JSON's only key type)."""
     if dataclasses.is_dataclass(value):

@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pawcore.artifacts import read_json
 from pawcore.errors import ArtifactError
-from pawcore.manifest import Manifest, files_of
+from pawcore.manifest import Manifest, files_of, fold_file, stage_file
 from pawcore.run import RunDir
 
 if TYPE_CHECKING:
@@ -53,26 +52,12 @@ class Stage1Manifest(Manifest):
     checkpoint: str = "best"
     folds_from: str | None = None
 
-    # --- the stage's files -------------------------------------------------------------------------
-    @classmethod
-    def weights_file(cls, run: RunDir, fold: int) -> Path:
-        return cls.fold_dir(run, fold) / "model.safetensors"
-
-    @classmethod
-    def fold_config_file(cls, run: RunDir, fold: int) -> Path:
-        return cls.fold_dir(run, fold) / "config.json"
-
-    @classmethod
-    def done_file(cls, run: RunDir, fold: int) -> Path:
-        return cls.fold_dir(run, fold) / "done.json"
-
-    @classmethod
-    def fold_oof_file(cls, run: RunDir, fold: int) -> Path:
-        return cls.fold_dir(run, fold) / "oof.csv"
-
-    @classmethod
-    def oof_file(cls, run: RunDir) -> Path:
-        return cls.stage_dir(run) / "oof_nn.csv"
+    # --- the stage's files: Stage1Manifest.weights_file(run, k) etc. ------------------------------
+    weights_file = fold_file("model.safetensors")
+    fold_config_file = fold_file("config.json")
+    done_file = fold_file("done.json")
+    fold_oof_file = fold_file("oof.csv")
+    oof_file = stage_file("oof_nn.csv")
 
     # --- reading ---------------------------------------------------------------------------------
     @classmethod

@@ -146,43 +146,18 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     log.info("fold %d: %d train / %d val images", k, len(train_rows), len(val_rows))
     seed = cfg.seed * 1000 + k
     pl.seed_everything(seed, workers=True, verbose=False)
-    n_meta = len(META_COLS) if meta is not None else 0
-    mean, std = normalisation(cfg)
-    model = PawpularityNet(create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file, img_size=cfg.img_size),
-                           n_meta=n_meta, mean=mean, std=std)
-    with torch.no_grad():  # start the head at the training mean: the first steps fine-tune, not recentre
-        p = float(np.clip(targets[train_rows].mean() / 100.0, 1e-3, 1 - 1e-3))
-        model.head.bias.fill_(math.log(p / (1 - p)))
-    if _on_gpu(cfg):
-        model = model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
-        torch.backends.cudnn.benchmark = True
-
+    model = _fold_model(cfg, meta, targets[train_rows])
     resume = _resume_checkpoint(run, k, cfg)
     if is_global_zero():
         LAYOUT.done_file(run, k).unlink(missing_ok=True)  # from here on this fold is unfinished
         if resume is None:
-            shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
-            shutil.rmtree(fold_dir / "logs", ignore_errors=True)
-            shutil.rmtree(fold_dir / "tensorboard", ignore_errors=True)
+            for name in ("checkpoints", "logs", "tensorboard"):
+                shutil.rmtree(fold_dir / name, ignore_errors=True)
         write_json(LAYOUT.fold_config_file(run, k), fold_config(cfg, k, model))
 
     train_loader, val_loader = fold_loaders(cfg, pixels, train_rows, val_rows, targets, meta, seed)
     lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, compile=cfg.compile)
-
-    best = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val_rmse", mode="min",
-                           save_top_k=1, save_weights_only=True, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", save_top_k=1, monitor=None,
-                           enable_version_counter=False)  # full state (optimizer, epoch) for resuming
-    # Early stopping picks the stopping epoch on the validation fold too: only with --checkpoint best.
-    stopping = [EarlyStopping("val_rmse", mode="min", patience=cfg.patience)] if cfg.checkpoint == "best" else []
-    trainer = pl.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
-        callbacks=[best, last, *stopping, EpochSummary(k)],
-        logger=fold_loggers(cfg.logger, fold_dir, cfg.run, k), num_sanity_val_steps=0,
-        enable_progress_bar=interactive(), enable_model_summary=False,
-        log_every_n_steps=max(1, min(50, len(train_loader))),
-    )
+    trainer, best = _trainer(cfg, run, k, len(train_loader))
     history = _read_history(fold_dir) if resume else None  # CSVLogger starts a new file on resume
     trainer.fit(lit, train_loader, val_loader, ckpt_path=resume)
     if not trainer.is_global_zero:
@@ -203,6 +178,40 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
     _save_fold(cfg, run, k, model.to(memory_format=torch.contiguous_format), pixels, targets, meta, ids, val_rows,
                val_rmse, lit.schedule_summary())
     shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)
+
+
+def _fold_model(cfg: TrainConfig, meta: np.ndarray | None, train_targets: np.ndarray) -> PawpularityNet:
+    """A fresh fold network: pretrained backbone, head (+ metadata) starting at the training mean."""
+    mean, std = normalisation(cfg)
+    model = PawpularityNet(create_backbone(cfg.backbone, cfg.pretrained, cfg.pretrained_file, img_size=cfg.img_size),
+                           n_meta=len(META_COLS) if meta is not None else 0, mean=mean, std=std)
+    with torch.no_grad():  # start the head at the training mean: the first steps fine-tune, not recentre
+        p = float(np.clip(train_targets.mean() / 100.0, 1e-3, 1 - 1e-3))
+        model.head.bias.fill_(math.log(p / (1 - p)))
+    if _on_gpu(cfg):
+        model = model.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
+        torch.backends.cudnn.benchmark = True
+    return model
+
+
+def _trainer(cfg: TrainConfig, run: RunDir, k: int, n_batches: int) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """Fold k's Lightning trainer and its best-epoch checkpoint callback."""
+    fold_dir = LAYOUT.fold_dir(run, k)
+    best = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val_rmse", mode="min",
+                           save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", save_top_k=1, monitor=None,
+                           enable_version_counter=False)  # full state (optimizer, epoch) for resuming
+    # Early stopping picks the stopping epoch on the validation fold too: only with --checkpoint best.
+    stopping = [EarlyStopping("val_rmse", mode="min", patience=cfg.patience)] if cfg.checkpoint == "best" else []
+    trainer = pl.Trainer(
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
+        callbacks=[best, last, *stopping, EpochSummary(k)],
+        logger=fold_loggers(cfg.logger, fold_dir, cfg.run, k), num_sanity_val_steps=0,
+        enable_progress_bar=interactive(), enable_model_summary=False,
+        log_every_n_steps=max(1, min(50, n_batches)),
+    )
+    return trainer, best
 
 
 def fold_loaders(cfg: TrainConfig, pixels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,

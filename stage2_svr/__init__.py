@@ -1,1 +1,2 @@
-"""Stage 2: an SVR head per fold on the fold backbone's frozen embeddings (cuML on GPU, sklearn(-intelex) on CPU)."""
+"""Stage 2: a head per fold (scaler + SVR in one scikit-learn Pipeline) on a feature bank: each fold's fine-tuned
+embedding and frozen pretrained models' features, chosen on OOF (cuML on GPU, scikit-learn(-intelex) on CPU)."""

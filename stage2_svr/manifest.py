@@ -10,12 +10,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pawcore.artifacts import load_pickle_verified
 from pawcore.errors import ArtifactError, ConfigError
-from pawcore.manifest import Manifest, files_of
+from pawcore.manifest import Manifest, files_of, fold_file, stage_file
 from pawcore.run import RunDir
 from stage1_backbone.manifest import Stage1Manifest
 
@@ -46,26 +45,12 @@ class Stage2Manifest(Manifest):
     select: str
     partial_stage1: dict | None = None
 
-    # --- the stage's files -------------------------------------------------------------------------
-    @classmethod
-    def head_file(cls, run: RunDir, fold: int) -> Path:
-        return cls.fold_dir(run, fold) / "head.joblib"
-
-    @classmethod
-    def fold_config_file(cls, run: RunDir, fold: int) -> Path:
-        return cls.fold_dir(run, fold) / "config.json"
-
-    @classmethod
-    def fold_oof_file(cls, run: RunDir, fold: int) -> Path:
-        return cls.fold_dir(run, fold) / "oof.csv"
-
-    @classmethod
-    def oof_file(cls, run: RunDir) -> Path:
-        return cls.stage_dir(run) / "oof_svr.csv"
-
-    @classmethod
-    def selection_file(cls, run: RunDir) -> Path:
-        return cls.stage_dir(run) / "selection.csv"
+    # --- the stage's files: Stage2Manifest.head_file(run, k) etc. --------------------------------
+    head_file = fold_file("head.joblib")
+    fold_config_file = fold_file("config.json")
+    fold_oof_file = fold_file("oof.csv")
+    oof_file = stage_file("oof_svr.csv")
+    selection_file = stage_file("selection.csv")
 
     # --- reading ---------------------------------------------------------------------------------
     @classmethod

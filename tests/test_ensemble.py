@@ -24,7 +24,9 @@ from pawcore.folds import adopt_folds, same_folds
 from pawcore.images import SplitImages
 from pawcore.metrics import rmse
 from inference.ensemble_oof import run_oof
-from pawcore.run import manifest_digest, run_dir
+from pawcore.run import run_dir
+from stage1_backbone.manifest import Stage1Manifest
+from stage2_svr.manifest import Stage2Manifest
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig
@@ -218,10 +220,10 @@ def test_infer_refuses_runs_with_other_folds(two_runs, tiny_data, tmp_path):
     folds = pd.read_csv(run.folds_csv, dtype={"Id": str})
     folds["fold"] = 1 - folds["fold"]
     folds.to_csv(run.folds_csv, index=False)
-    stage1 = read_json(run.manifest_path("stage1"))
-    write_json(run.manifest_path("stage1"), {**stage1, "folds_csv_sha256": sha256_file(run.folds_csv)})
-    stage2 = read_json(run.manifest_path("stage2"))
-    write_json(run.manifest_path("stage2"), {**stage2, "stage1_manifest_sha256": manifest_digest(run, "stage1")})
+    stage1 = read_json(Stage1Manifest.path(run))
+    write_json(Stage1Manifest.path(run), {**stage1, "folds_csv_sha256": sha256_file(run.folds_csv)})
+    stage2 = read_json(Stage2Manifest.path(run))
+    write_json(Stage2Manifest.path(run), {**stage2, "stage1_manifest_sha256": sha256_file(Stage1Manifest.path(run))})
     with pytest.raises(ArtifactError, match=r"Runs 'default' and 'b' have different folds.*--folds-from default"):
         _infer(art, tiny_data, tmp_path / "sub.csv", runs="default,b")
     assert not (tmp_path / "sub.csv").exists()
