@@ -74,7 +74,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _make_demo_data(args: argparse.Namespace) -> None:
-    from pawcore.synthetic import make_dataset
+    from workflows.synthetic import make_dataset
 
     out = make_dataset(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     print(f"Wrote a generated dataset to {out}")

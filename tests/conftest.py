@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pawcore.synthetic import make_dataset
+from workflows.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig

@@ -12,7 +12,7 @@ import pytest
 from pawcore.metrics import oof_table
 from pawcore.oof import merge_oof
 from pawcore.run import load_manifest, run_dir
-from pawcore.synthetic import make_dataset
+from workflows.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig
