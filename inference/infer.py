@@ -27,7 +27,7 @@ from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.run import run_dir
 from stage1_backbone.completeness import check_complete
 
-from .blend import best_weight, blend_curve, family_weights, fit_weights, parse_blend
+from .blend import best_weight, blend_curve, family_weights, fit_weights
 from .config import InferConfig
 from .ensemble import HEAD_KINDS, Ensemble, EnsembleSpec, head_name
 from .ensemble_oof import check_shared_folds, ensemble_oof
@@ -120,7 +120,7 @@ def svr_note(stage2: dict) -> str:
 
 def infer(cfg: InferConfig) -> pd.DataFrame:
     """Write the submission, ensemble.json and report; return the submission."""
-    blend = None if cfg.weights_from else parse_blend(cfg.blend)
+    blend = None if cfg.weights_from else cfg.blend_weight
     if not cfg.data_dir:
         raise ConfigError("--data-dir is required: a folder with test.csv and test/<Id>.jpg.")
     spec = planned_spec(cfg)

@@ -22,7 +22,7 @@ import torch
 
 from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
 from pawcore.data import ID_COL, read_split
-from pawcore.errors import ArtifactError, ConfigError
+from pawcore.errors import ArtifactError
 from pawcore.folds import read_trained_folds
 from pawcore.locks import exclusive
 from pawcore.images import SplitImages, images_key
@@ -58,10 +58,7 @@ def resolve_frozen_size(cfg: SVRConfig, stage1_size: int) -> int | None:
         return None
     if cfg.frozen_size == "stage1":
         return int(stage1_size)
-    try:
-        return int(cfg.frozen_size)
-    except ValueError:
-        raise ConfigError(f"--frozen-size {cfg.frozen_size!r}: use native, stage1 or a number of pixels.") from None
+    return int(cfg.frozen_size)  # a number of pixels: SVRConfig checked it
 
 
 def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
