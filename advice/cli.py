@@ -1,65 +1,29 @@
-"""`pipeline.py score` and `pipeline.py serve`: their options and what they print."""
+"""`pipeline.py score` and `pipeline.py serve`: what they run and print (their options: advice/config.py)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-DEFAULT_MAX_MB = 20
+from .config import AdviceOptions, ScoreConfig, ServeConfig
 
 
-def add_advice_commands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser] = ()) -> None:
-    """Add `score` and `serve`; `parents` carries the options every command shares (-v)."""
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--run", default="default", help="Run whose submission's ensemble to replay.")
-        p.add_argument("--artifacts-dir", default="artifacts", help="Root of all outputs.")
-        p.add_argument("--ensemble", default="", help="ensemble.json written by infer (default: "
-                       "<artifacts-dir>/<run>/ensemble.json; give it when infer ran with --out elsewhere).")
-        p.add_argument("--min-crop", type=float, default=0.5,
-                       help="Smallest share of each side a suggested crop keeps (default: 0.5).")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu).")
-        p.add_argument("--batch-size", type=int, default=64, help="Images per forward pass (crop candidates).")
-
-    p = sub.add_parser("score", parents=list(parents), help="Score photos with a finished run exactly as infer would; suggest a crop.",
-                       description="Each photo's final score (same folds, heads, blend and TTA as the run's "
-                                   "submission) and each head's score. Exit code 1 if any photo failed.")
-    p.add_argument("photos", nargs="+", metavar="PHOTO", help="Photo files (JPEG, PNG, WebP...), one or more.")
-    common(p)
-    p.add_argument("--json", action="store_true", help="Print a JSON list, one object per photo.")
-    p.add_argument("--suggest-crop", action="store_true", help="Search crops for the highest score.")
-    p.add_argument("--heatmap", default="", metavar="DIR",
-                   help="Write <photo>-heatmap.png (occlusion map of the final score over the photo) to DIR.")
-    p.set_defaults(func=score_command)
-
-    p = sub.add_parser("serve", parents=list(parents), help="A web page (and JSON API) to score photos, rank them, explain, crop.")
-    common(p)
-    p.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: loopback only).")
-    p.add_argument("--port", type=int, default=8000, help="Port to listen on (default: 8000).")
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_MB,
-                   help="Largest request accepted; bigger ones get HTTP 413.")
-    p.add_argument("--max-files", type=int, default=12, help="Most photos in one request.")
-    p.set_defaults(func=serve_command)
-
-
-def _ensemble(args: argparse.Namespace):
+def _ensemble(cfg: AdviceOptions):
     from .score import photo_ensemble
 
-    return photo_ensemble(args.artifacts_dir, args.run, args.ensemble or None, args.device, args.batch_size)
+    return photo_ensemble(cfg.artifacts_dir, cfg.run, cfg.ensemble or None, cfg.device, cfg.batch_size)
 
 
-def score_command(args: argparse.Namespace) -> int:
+def score_command(cfg: ScoreConfig) -> int:
     from .advise import advise
-    from .crop import check_min_crop
     from .photos import read_photos
 
-    check_min_crop(args.min_crop)  # a bad --min-crop fails before any model loads
-    ensemble = _ensemble(args)
-    items = read_photos(args.photos)
-    results = advise(ensemble, items, crop=args.suggest_crop, heatmap=bool(args.heatmap), min_crop=args.min_crop)
-    if args.heatmap:
-        _write_heatmaps(results, items, Path(args.heatmap))
-    if args.json:
+    ensemble = _ensemble(cfg)
+    items = read_photos(list(cfg.photos))
+    results = advise(ensemble, items, crop=cfg.suggest_crop, heatmap=bool(cfg.heatmap), min_crop=cfg.min_crop)
+    if cfg.heatmap:
+        _write_heatmaps(results, items, Path(cfg.heatmap))
+    if cfg.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
         for r in results:
@@ -91,14 +55,12 @@ def _write_heatmaps(results, items, out_dir: Path) -> None:
             print(f"Heatmap: {path}", file=sys.stderr)
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def serve_command(cfg: ServeConfig) -> int:
     import uvicorn
 
-    from .crop import check_min_crop
     from .serve import Limits, create_app
 
-    check_min_crop(args.min_crop)
-    app = create_app(_ensemble(args), Limits(int(args.max_upload_mb * 2**20), args.max_files), args.min_crop)
-    print(f"Photo advice on http://{args.host}:{args.port}/  (run {args.run!r}; Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(_ensemble(cfg), Limits(int(cfg.max_upload_mb * 2**20), cfg.max_files), cfg.min_crop)
+    print(f"Photo advice on http://{cfg.host}:{cfg.port}/  (run {cfg.run!r}; Ctrl-C stops)", file=sys.stderr)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
     return 0

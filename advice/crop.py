@@ -13,8 +13,8 @@ import numpy as np
 
 from inference.ensemble import Ensemble
 from pawcore.images import ArrayImages
-from pawcore.errors import ConfigError
 
+from .config import check_min_crop
 from .photos import Photo
 from .score import score_images
 
@@ -29,11 +29,6 @@ class Crop:
     score: float
     aspect: str
     n_candidates: int
-
-
-def check_min_crop(min_crop: float) -> None:
-    if not 0 < min_crop <= 1:
-        raise ConfigError(f"--min-crop {min_crop}: must lie in (0, 1], the smallest share of each side a crop keeps.")
 
 
 def candidate_boxes(width: int, height: int, min_crop: float = 0.5, n_scales: int = 4,

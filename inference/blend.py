@@ -8,25 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pawcore.errors import ConfigError
 from pawcore.metrics import rmse
 
+from .config import parse_blend  # noqa: F401  (the --blend rule lives with the option)
 from .ensemble import head_name
 
 GRID = np.round(np.arange(0, 101) / 100, 2)  # 0.00, 0.01, ..., 1.00
-
-
-def parse_blend(text: str) -> float | None:
-    """'auto' -> None (choose on OOF); a number must lie in [0, 1]."""
-    if str(text).strip().lower() == "auto":
-        return None
-    try:
-        weight = float(text)
-    except ValueError:
-        raise ConfigError(f"--blend {text!r}: give a weight in [0, 1] (weight of the NN head) or 'auto'.") from None
-    if not 0.0 <= weight <= 1.0 or not np.isfinite(weight):
-        raise ConfigError(f"--blend {text}: must lie in [0, 1] (0 = SVR only, 1 = NN only), or be 'auto'.")
-    return weight
 
 
 def blend_curve(oof: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.run import run_dir
 from stage2_svr.manifest import Stage2Manifest
 
-from .blend import best_weight, blend_curve, family_weights, fit_weights, parse_blend
+from .blend import best_weight, blend_curve, family_weights, fit_weights
 from .config import InferConfig
 from .ensemble import HEAD_KINDS, Ensemble, EnsembleSpec, head_name, load_predictors
 from .ensemble_oof import check_shared_folds, ensemble_oof
@@ -122,7 +122,7 @@ def svr_note(stage2: Stage2Manifest) -> str:
 
 def infer(cfg: InferConfig) -> pd.DataFrame:
     """Write the submission, ensemble.json and report; return the submission."""
-    blend = None if cfg.weights_from else parse_blend(cfg.blend)
+    blend = None if cfg.weights_from else cfg.blend_weight
     if not cfg.data_dir:
         raise ConfigError("--data-dir is required: a folder with test.csv and test/<Id>.jpg.")
     planned = planned_spec(cfg)

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pawcore.config import RunSettings, option
+from pawcore.config import DataOptions, RunSettings, in_range, option, override
 
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
 
 @dataclass
 class TrainConfig(RunSettings):
-    data_dir: str = option("", "Competition layout: train.csv, train/<Id>.jpg (test.* used by infer).",
-                           group="data", required=True)
+    data_dir: str = override(DataOptions, "data_dir", required=True,
+                             help="Competition layout: train.csv, train/<Id>.jpg (test.* used by infer).")
     backbone: str = option("tf_efficientnet_lite0", "Any timm model name.", group="model")
     pretrained: str = option("auto", "Where ImageNet weights come from: auto = installed package for "
                              "tf_efficientnet_lite0/1/2 (else error), none = random init, hub = allow a download.",
@@ -24,15 +24,18 @@ class TrainConfig(RunSettings):
     std: str = option("", "Normalisation std, 3 comma-separated values on 0..1 (RGB); default as for --mean.",
                       group="model")
     img_size: int = option(224, "Square input size in pixels (passed to models built for one size: ViT, Swin...).",
-                           group="model")
-    n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).", group="data")
+                           check=in_range(1), group="model")
+    n_folds: int = option(5, "Number of cross-validation folds (folds.csv is made once per run).", check=in_range(2),
+                          group="data")
     folds_from: str = option("", "Copy folds.csv from this run (same --artifacts-dir), so the two runs can be "
                              "ensembled by `infer --runs`; then --seed varies only training.", group="data")
     folds: str = option("", "Train only these folds, e.g. '0,2' (default: all).", group="data")
     seed: int = option(42, "Seed for folds, init, augmentation and data order.", group="training")
-    epochs: int = option(5, "Maximum epochs per fold.", group="training")
-    batch_size: int = option(32, "Batch size.", group="training")
-    lr: float = option(3e-4, "Peak AdamW learning rate (after warm-up).", group="training")
+    epochs: int = option(5, "Maximum epochs per fold.", check=in_range(1), group="training")
+    # Not DeviceOptions.batch_size: here it is a training setting that changes what a fold learns.
+    batch_size: int = option(32, "Training batch size.", check=in_range(1), group="training")
+    lr: float = option(3e-4, "Peak AdamW learning rate (after warm-up).", check=in_range(0, low_open=True),
+                       group="training")
     weight_decay: float = option(1e-2, "AdamW weight decay.", group="training")
     warmup_epochs: float = option(0.5, "Linear warm-up length in epochs, then cosine decay to 0.", group="training")
     patience: int = option(3, "Early stopping: epochs without a better val RMSE before a fold stops "
@@ -43,12 +46,14 @@ class TrainConfig(RunSettings):
                              "(an honest OOF estimate).", choices=("best", "last"), group="training")
     use_meta: bool = option(False, "Feed the 12 metadata flags of train.csv to the head.", group="model")
     num_workers: int = option(-1, "DataLoader worker processes; -1 = auto: 0 when training on the CPU (workers "
-                              "would take cores from the model), min(16, cores) on a GPU (albumentations on the CPU feeds the GPU: benchmarks/RESULTS.md G3-G4).", group="hardware")
+                              "would take cores from the model), min(16, cores) on a GPU (augmentations run on "
+                              "the CPU and must keep the GPU fed).", check=in_range(-1), group="hardware")
     accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...", group="hardware")
     devices: str = option("auto", "Lightning devices: auto, 1, 2, '0,1', ...", group="hardware")
     precision: str = option("auto", "auto = bf16-mixed on GPUs with bf16, 16-mixed on other GPUs, 32-true on CPU.", group="hardware")
     strategy: str = option("auto", "Lightning strategy, e.g. ddp for data-parallel training on several devices.", group="hardware")
-    num_nodes: int = option(1, "Machines for DDP (each runs the same command; see README).", group="hardware")
+    num_nodes: int = option(1, "Machines for DDP (each runs the same command; see README).", check=in_range(1),
+                            group="hardware")
     logger: str = option("csv", "Experiment logger besides the CSV log every fold always writes: csv (only that), "
                          "tensorboard, wandb or mlflow (their package must be installed).", choices=LOGGERS,
                          group="training")

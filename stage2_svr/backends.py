@@ -14,9 +14,9 @@ import numpy as np
 
 from pawcore.errors import ConfigError
 
-log = logging.getLogger(__name__)
+from .config import BACKENDS  # declared with --svr-backend
 
-BACKENDS = ("auto", "cuml", "sklearnex", "sklearn")
+log = logging.getLogger(__name__)
 
 
 def cuml_usable() -> bool:

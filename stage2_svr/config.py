@@ -3,36 +3,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pawcore.config import RunSettings, option
+from pawcore.config import DataOptions, DeviceOptions, LoaderOptions, RunSettings, in_range, option, override
 
-from .backends import BACKENDS
+BACKENDS = ("auto", "cuml", "sklearnex", "sklearn")  # stage2_svr/backends.py makes each
+
+
+def frozen_size_value(value: str) -> str | None:
+    """stage1, native, or a number of pixels (>= 1)."""
+    if value in ("stage1", "native") or (value.isdigit() and int(value) >= 1):
+        return None
+    return "use stage1, native or a number of pixels"
 
 
 @dataclass
-class SVRConfig(RunSettings):
-    data_dir: str = option("", "Competition layout; default: the data dir stage 1 was trained on.", group="data")
+class SVRConfig(LoaderOptions, DeviceOptions, RunSettings):
+    data_dir: str = override(DataOptions, "data_dir", help="Competition layout; default: the data dir stage 1 was "
+                             "trained on.")
     svr_backend: str = option("auto", "auto = cuML if it imports and a CUDA GPU is present, else "
                               "scikit-learn-intelex if installed, else scikit-learn.", choices=BACKENDS)
     kernel: str = option("rbf", "SVR kernel.", choices=("rbf", "linear", "poly", "sigmoid"))
-    C: float = option(20.0, "SVR regularisation C.")
-    epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points.")
+    C: float = option(20.0, "SVR regularisation C.", check=in_range(0, low_open=True))
+    epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points.", check=in_range(0))
     gamma: str = option("scale", "Kernel coefficient: 'scale', 'auto' or a number.")
     features: str = option("auto", "The SVR's feature sources, comma-separated: 'tuned' (each fold's fine-tuned "
                            "backbone), a timm model name (frozen, packaged ImageNet weights: tf_efficientnet_lite0/1/2), "
                            "MODEL=PATH (weights from a local file), MODEL:logits (its ImageNet logits), MODEL@SIZE "
                            "(run at SIZE px). auto = tuned + every installed packaged model.")
     frozen_size: str = option("stage1", "Input size of frozen models named without @SIZE: stage1 (stage 1's "
-                              "--img-size; measured better than native on the oxford photos, README), native (each "
-                              "model's own pretrained_cfg size) or a number of pixels.")
+                              "--img-size, so every source sees the photo at the same size), native (each model's "
+                              "own pretrained_cfg size) or a number of pixels.", check=frozen_size_value)
     select: str = option("auto", "auto = greedy forward selection of the sources and the scaler on OOF RMSE; "
                          "sources = select the sources, scaler as --standardize says; none = all given sources.",
                          choices=("auto", "sources", "none"))
     standardize: bool = option(False, "Standardise features with a scaler fitted on each fold's train rows "
-                               "(used with --select sources/none; --select auto tries both). Off: unscaled "
-                               "measured better for every source on the oxford photos (README).")
+                               "(used with --select sources/none; --select auto tries both). Off by default: the "
+                               "SVR then sees each feature on the scale the backbone produced.")
     use_meta: bool = option(False, "Append the 12 metadata flags to the embeddings.")
-    batch_size: int = option(64, "Batch size for embedding extraction.")
-    device: str = option("auto", "Embedding extraction device: auto (cuda if present), cpu, cuda, cuda:1 ...")
-    num_workers: int = option(0, "DataLoader workers for embedding extraction.")
     allow_partial: bool = option(False, "Go on when stage 1 has folds missing (recorded in the manifest); by "
                                  "default that is an error naming the missing folds.")

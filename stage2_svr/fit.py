@@ -21,7 +21,6 @@ import pandas as pd
 
 from pawcore.artifacts import atomic_path, sha256_file, write_csv, write_json
 from pawcore.data import ID_COL, Split, read_split
-from pawcore.errors import ConfigError
 from pawcore.folds import read_trained_folds
 from pawcore.images import SplitImages
 from pawcore.locks import exclusive
@@ -71,10 +70,7 @@ def resolve_frozen_size(cfg: SVRConfig, stage1_size: int) -> int | None:
         return None
     if cfg.frozen_size == "stage1":
         return int(stage1_size)
-    try:
-        return int(cfg.frozen_size)
-    except ValueError:
-        raise ConfigError(f"--frozen-size {cfg.frozen_size!r}: use native, stage1 or a number of pixels.") from None
+    return int(cfg.frozen_size)  # a number of pixels: SVRConfig checked it
 
 
 def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pawcore.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
+from workflows.synthetic import make_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 OXFORD = SHARED_DATA / "oxford-pets-370"

@@ -19,8 +19,8 @@ from pawcore.check import check_data
 from pawcore.data import read_split
 from pawcore.errors import DataError
 from pawcore.images import load_rgb
-from pawcore.synthetic import make_dataset
 from pipeline import main
+from workflows.synthetic import make_dataset
 
 
 @pytest.fixture

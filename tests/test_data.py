@@ -11,7 +11,7 @@ from PIL import Image
 from pawcore.data import META_COLS, read_split
 from pawcore.errors import DataError
 from pawcore.images import cached_images, load_rgb
-from pawcore.synthetic import make_dataset
+from workflows.synthetic import make_dataset
 
 from .conftest import OXFORD, REAL_LABELS, needs_shared
 

@@ -13,11 +13,11 @@ from pawcore.metrics import oof_table
 from inference.ensemble_oof import run_oof
 from pawcore.run import run_dir
 from stage1_backbone.manifest import Stage1Manifest
-from pawcore.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
+from workflows.synthetic import make_dataset
 
 # The packaged ImageNet weights (offline), small photos, 2 folds, 3 epochs.
 LEARN = dict(backbone="tf_efficientnet_lite0", pretrained="auto", img_size=64, n_folds=2, epochs=3, batch_size=16,

@@ -13,9 +13,9 @@ import pytest
 
 from pawcore.errors import PipelineError
 from pawcore.locks import exclusive
-from pawcore.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
+from workflows.synthetic import make_dataset
 
 from .conftest import TINY
 

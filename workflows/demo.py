@@ -10,11 +10,13 @@ from pathlib import Path
 
 from inference.config import InferConfig
 from inference.infer import infer
-from pawcore.synthetic import make_dataset
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
+
+from .config import DemoConfig
+from .synthetic import make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +24,16 @@ log = logging.getLogger(__name__)
 DEMO_TRAIN = dict(img_size=128, epochs=4, batch_size=32, n_folds=5)
 
 
-def run_demo(artifacts_dir: str = "artifacts", run: str = "demo", data_dir: str = "", blend: str = "0.5") -> Path:
+def run_demo(cfg: DemoConfig | None = None) -> Path:
+    cfg = cfg or DemoConfig()
+    data_dir = cfg.data_dir
     if not data_dir:
-        data_dir = str(Path(artifacts_dir) / "demo-data")
+        data_dir = str(Path(cfg.artifacts_dir) / "demo-data")
         if not (Path(data_dir) / "train.csv").is_file():
             log.info("Generating the demo dataset in %s", data_dir)
             make_dataset(data_dir)
-    common = dict(artifacts_dir=artifacts_dir, run=run)
+    common = dict(artifacts_dir=cfg.artifacts_dir, run=cfg.run)
     train_backbone(TrainConfig(data_dir=data_dir, **common, **DEMO_TRAIN))
     fit_svr(SVRConfig(**common))
-    infer(InferConfig(data_dir=data_dir, blend=blend, **common))
-    return Path(artifacts_dir) / run / "submission.csv"
+    infer(InferConfig(data_dir=data_dir, blend=cfg.blend, **common))
+    return Path(cfg.artifacts_dir) / cfg.run / "submission.csv"

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .data import META_COLS
+from pawcore.data import META_COLS
 
 
 def _photo(rng: np.random.Generator, score: float, min_side: int, max_side: int) -> np.ndarray:
