@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from pawcore.artifacts import read_json_object
 from pawcore.errors import ArtifactError
 from pipeline import main
 
@@ -63,6 +62,8 @@ def test_damaged_ensemble_json_prints_no_traceback(tmp_path):
 ])
 def test_read_json_object_names_file_problem_and_command(tmp_path, content, problem):
     """Defect 1, the shared loader that manifests use too: every failure is one ArtifactError."""
+    from pawcore.artifacts import read_json_object  # here, so the other tests run (and fail) without it
+
     path = tmp_path / "manifest.json"
     path.write_bytes(content)
     remake = "`python pipeline.py fit-svr --run demo`"
@@ -73,6 +74,8 @@ def test_read_json_object_names_file_problem_and_command(tmp_path, content, prob
 
 def test_read_json_object_missing_or_unreadable(tmp_path):
     """Defect 1: a missing file or a directory in its place is an ArtifactError too, not FileNotFoundError."""
+    from pawcore.artifacts import read_json_object
+
     for path, problem in ((tmp_path / "gone.json", "not found"), (tmp_path, "cannot be read")):
         with pytest.raises(ArtifactError, match=problem):
             read_json_object(path, "`python pipeline.py infer`")
