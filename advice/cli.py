@@ -92,13 +92,12 @@ def _write_heatmaps(results, items, out_dir: Path) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .crop import check_min_crop
-    from .serve import Limits, create_app
+    from .serve import Limits, create_app, run_server
 
     check_min_crop(args.min_crop)
-    app = create_app(_ensemble(args), Limits(int(args.max_upload_mb * 2**20), args.max_files), args.min_crop)
+    app = create_app(_ensemble(args), Limits(int(args.max_upload_mb * 2**20), args.max_files), args.min_crop,
+                     host=args.host)
     print(f"Photo advice on http://{args.host}:{args.port}/  (run {args.run!r}; Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    run_server(app, args.host, args.port)  # warns when other machines can reach it; quiets library warnings
     return 0
