@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_MAX_MB = 20
+HEATMAP_NAMING = ("<stem>-heatmap.png; photos whose stems clash (a/x.jpg, b/x.jpg, x.png; case ignored) "
+                  "get -2, -3, ... after the stem, in the order given")  # advice.heatmap.heatmap_names
 
 
 def add_advice_commands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser] = ()) -> None:
@@ -29,7 +31,8 @@ def add_advice_commands(sub: argparse._SubParsersAction, parents: list[argparse.
     p.add_argument("--json", action="store_true", help="Print a JSON list, one object per photo.")
     p.add_argument("--suggest-crop", action="store_true", help="Search crops for the highest score.")
     p.add_argument("--heatmap", default="", metavar="DIR",
-                   help="Write <photo>-heatmap.png (occlusion map of the final score over the photo) to DIR.")
+                   help="Write the occlusion map of the final score over each photo to DIR (checked, or "
+                        "created, before any work), named " + HEATMAP_NAMING + ".")
     p.set_defaults(func=score_command)
 
     p = sub.add_parser("serve", parents=list(parents), help="A web page (and JSON API) to score photos, rank them, explain, crop.")
@@ -54,11 +57,12 @@ def score_command(args: argparse.Namespace) -> int:
     from .photos import read_photos
 
     check_min_crop(args.min_crop)  # a bad --min-crop fails before any model loads
+    if args.heatmap:
+        from .heatmap import check_heatmap_dir
+        check_heatmap_dir(args.heatmap)  # an unwritable --heatmap DIR fails before any work, too
     ensemble = _ensemble(args)
     items = read_photos(args.photos)
     results = advise(ensemble, items, crop=args.suggest_crop, heatmap=bool(args.heatmap), min_crop=args.min_crop)
-    if args.heatmap:
-        _write_heatmaps(results, items, Path(args.heatmap))
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -67,7 +71,11 @@ def score_command(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.error is not None]
     if failed:
         print(f"{len(failed)} of {len(results)} photo(s) could not be scored.", file=sys.stderr)
-    return 1 if failed else 0
+    heatmaps_failed = 0
+    if args.heatmap:  # after the scores are printed: a heatmap that cannot be written is only that photo's error
+        from .heatmap import write_heatmaps
+        heatmaps_failed = write_heatmaps(results, items, Path(args.heatmap))
+    return 1 if failed or heatmaps_failed else 0
 
 
 def _line(r) -> str:
@@ -78,17 +86,6 @@ def _line(r) -> str:
     if r.crop is not None:
         text += f"; best crop {list(r.crop.box)} ({r.crop.aspect}) scores {r.crop.score:.2f} ({r.crop.score - s.score:+.2f})"
     return text
-
-
-def _write_heatmaps(results, items, out_dir: Path) -> None:
-    from .heatmap import overlay, png_bytes
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for r, item in zip(results, items):
-        if r.heat is not None:
-            path = out_dir / f"{Path(r.name).stem}-heatmap.png"
-            path.write_bytes(png_bytes(overlay(item.rgb(), r.heat)))
-            print(f"Heatmap: {path}", file=sys.stderr)
 
 
 def serve_command(args: argparse.Namespace) -> int:
