@@ -18,11 +18,12 @@ def score_command(cfg: ScoreConfig) -> int:
     from .advise import advise
     from .photos import read_photos
 
+    if cfg.heatmap:
+        from .heatmap import check_heatmap_dir
+        check_heatmap_dir(cfg.heatmap)  # an unwritable --heatmap DIR fails before any work
     ensemble = _ensemble(cfg)
     items = read_photos(list(cfg.photos))
     results = advise(ensemble, items, crop=cfg.suggest_crop, heatmap=bool(cfg.heatmap), min_crop=cfg.min_crop)
-    if cfg.heatmap:
-        _write_heatmaps(results, items, Path(cfg.heatmap))
     if cfg.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
@@ -31,7 +32,11 @@ def score_command(cfg: ScoreConfig) -> int:
     failed = [r for r in results if r.error is not None]
     if failed:
         print(f"{len(failed)} of {len(results)} photo(s) could not be scored.", file=sys.stderr)
-    return 1 if failed else 0
+    heatmaps_failed = 0
+    if cfg.heatmap:  # after the scores are printed: a heatmap that cannot be written is only that photo's error
+        from .heatmap import write_heatmaps
+        heatmaps_failed = write_heatmaps(results, items, Path(cfg.heatmap))
+    return 1 if failed or heatmaps_failed else 0
 
 
 def _line(r) -> str:
@@ -44,23 +49,11 @@ def _line(r) -> str:
     return text
 
 
-def _write_heatmaps(results, items, out_dir: Path) -> None:
-    from .heatmap import overlay, png_bytes
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for r, item in zip(results, items):
-        if r.heat is not None:
-            path = out_dir / f"{Path(r.name).stem}-heatmap.png"
-            path.write_bytes(png_bytes(overlay(item.rgb(), r.heat)))
-            print(f"Heatmap: {path}", file=sys.stderr)
-
-
 def serve_command(cfg: ServeConfig) -> int:
-    import uvicorn
+    from .serve import Limits, create_app, run_server
 
-    from .serve import Limits, create_app
-
-    app = create_app(_ensemble(cfg), Limits(int(cfg.max_upload_mb * 2**20), cfg.max_files), cfg.min_crop)
+    app = create_app(_ensemble(cfg), Limits(int(cfg.max_upload_mb * 2**20), cfg.max_files), cfg.min_crop,
+                     host=cfg.host)
     print(f"Photo advice on http://{cfg.host}:{cfg.port}/  (run {cfg.run!r}; Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    run_server(app, cfg.host, cfg.port)  # warns when other machines can reach it; quiets library warnings
     return 0

@@ -27,7 +27,9 @@ class ScoreConfig(AdviceOptions):
                                      positional=True, metavar="PHOTO")
     json: bool = option(False, "Print a JSON list, one object per photo.")
     suggest_crop: bool = option(False, "Search crops for the highest score.")
-    heatmap: str = option("", "Write <photo>-heatmap.png (occlusion map of the final score over the photo) to DIR.",
+    heatmap: str = option("", "Write the occlusion map of the final score over each photo to DIR (checked, or "
+                          "created, before any work), named <stem>-heatmap.png; photos whose stems clash (a/x.jpg, "
+                          "b/x.jpg, x.png; case ignored) get -2, -3, ... after the stem, in the order given.",
                           metavar="DIR")
 
 

@@ -7,6 +7,11 @@ it needs only forward passes (the SVR is not differentiable).
 """
 from __future__ import annotations
 
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
 import cv2
 import numpy as np
 import torch
@@ -14,8 +19,10 @@ from captum.attr import Occlusion
 
 from inference.ensemble import Ensemble
 from pawcore.images import ArrayImages
+from pawcore.artifacts import atomic_path
+from pawcore.errors import ConfigError
 
-from .photos import Photo
+from .photos import Photo, PhotoError
 
 
 def model_size(ensemble: Ensemble) -> int:
@@ -70,3 +77,53 @@ def png_bytes(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image, code))
     assert ok, "PNG encoding of a uint8 array cannot fail"
     return buf.tobytes()
+
+
+def check_heatmap_dir(out_dir: str | Path) -> Path:
+    """The heatmap directory, created if missing and checked writable before any work; ConfigError if not."""
+    out = Path(out_dir)
+    fix = "give --heatmap a directory you can write to (it is created if missing)"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--heatmap {out} is a file, not a directory: {fix}.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # the real test: permissions, read-only mounts, ACLs, quotas
+            pass
+    except OSError as e:
+        raise ConfigError(f"--heatmap {out}: cannot write there ({e.strerror or e}): {fix}.") from None
+    return out
+
+
+def heatmap_names(names: Sequence[str]) -> list[str]:
+    """One heatmap file name per photo: <stem>-heatmap.png, and for a stem already taken (compared without case,
+    as a case-insensitive filesystem would) -2, -3, ... after the stem, in the order given. `score --help` says so."""
+    used: set[str] = set()
+    out = []
+    for name in names:
+        stem, n = Path(name).stem, 1
+        while (candidate := f"{stem}{'' if n == 1 else f'-{n}'}-heatmap.png").casefold() in used:
+            n += 1
+        used.add(candidate.casefold())
+        out.append(candidate)
+    return out
+
+
+def write_heatmaps(results, items: Sequence[Photo | PhotoError], out_dir: Path) -> int:
+    """Write each scored photo's overlay to out_dir (named by `heatmap_names`); report each on stderr.
+
+    A heatmap that cannot be written is that photo's own error line; the others are still written.
+    Returns how many failed.
+    """
+    done = [(r, item) for r, item in zip(results, items) if r.heat is not None]
+    failed = 0
+    for (r, item), name in zip(done, heatmap_names([r.name for r, _ in done])):
+        path = out_dir / name
+        try:
+            with atomic_path(path) as tmp:  # never a half-written PNG under the final name
+                tmp.write_bytes(png_bytes(overlay(item.rgb(), r.heat)))
+        except OSError as e:
+            failed += 1
+            print(f"{r.name}: error: heatmap not written to {path} ({e.strerror or e}).", file=sys.stderr)
+        else:
+            print(f"Heatmap of {r.name}: {path}", file=sys.stderr)
+    return failed

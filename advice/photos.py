@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from pawcore.images import DECODE_ERRORS, load_rgb
+from pawcore.images import DECODE_ERRORS, NotAPhotoError, decode_reason, load_rgb, open_image
 
 MAX_PIXELS = 50_000_000  # a larger photo is refused (memory), with a message saying so
 
@@ -53,22 +53,35 @@ class PhotoImages:
         return np.stack([p.rgb(size) for p in self.photos]) if self.photos else np.empty((0, size, size, 3), np.uint8)
 
 
-def open_photo(name: str, data: bytes, max_pixels: int = MAX_PIXELS) -> Photo | PhotoError:
-    """Check that `data` is a whole, decodable image of a sane size; a PhotoError says why not."""
-    if not data:
-        return PhotoError(name, "empty file (0 bytes): upload the photo again.")
+def open_photo(name: str, data: bytes, max_pixels: int = MAX_PIXELS, uploaded: bool = False) -> Photo | PhotoError:
+    """Check that `data` is a whole, decodable photo of a sane size; a PhotoError says why not.
+
+    `uploaded`: the bytes came from a browser or HTTP client (serve), not a local file (score), which
+    changes only how the fix is worded.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(io.BytesIO(data)) as img:  # only PHOTO_FORMATS: no other decoder is ever called
             if img.width * img.height > max_pixels:
                 return PhotoError(name, f"{img.width}x{img.height} pixels is more than the limit of "
                                         f"{max_pixels / 1e6:.0f} megapixels: resize the photo first.")
         # A full decode, not just the header: a truncated JPEG fails here, not halfway through scoring.
         h, w = load_rgb(io.BytesIO(data)).shape[:2]
     except DECODE_ERRORS as e:
-        # PIL's message for an unknown format names an in-memory object: useless to the person reading it.
-        why = "not an image format PIL knows" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
-        return PhotoError(name, f"cannot be decoded as an image ({why}); send a JPEG, PNG or WebP photo.")
+        return PhotoError(name, _decode_message(e, uploaded, max_pixels))
     return Photo(name, data, w, h)
+
+
+def _decode_message(error: BaseException, uploaded: bool, max_pixels: int) -> str:
+    """What went wrong and the fix, worded for who holds the file: a local user (score) or a web client."""
+    again = "choose the photo and send it again" if uploaded else "copy the photo again from where it came from"
+    if isinstance(error, NotAPhotoError) and error.empty:
+        held = "the request held no data for it" if uploaded else "it holds no data"
+        return f"empty file (0 bytes): {held}; {again}."
+    if isinstance(error, NotAPhotoError):
+        return f"cannot be decoded as an image: {error}; save or export it as JPEG first."
+    if isinstance(error, Image.DecompressionBombError):  # so big that Pillow refused to open it
+        return f"too many pixels (more than the limit of {max_pixels / 1e6:.0f} megapixels): resize the photo first."
+    return f"cannot be decoded as an image: {decode_reason(error)}; {again}."
 
 
 def read_photos(paths: Sequence[str | Path]) -> list[Photo | PhotoError]:

@@ -6,12 +6,13 @@ scored with exactly the runs, heads, weights and TTA setting of the submission.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pawcore.artifacts import read_json, write_json
+from pawcore.artifacts import artifact_error, read_json_object, write_json
 from pawcore.errors import ArtifactError
 from pawcore.metrics import clip_score
 from pawcore.run import run_dir
@@ -41,11 +42,35 @@ class EnsembleSpec:
         write_json(path, dataclasses.asdict(self))
 
     @classmethod
-    def load(cls, path: Path) -> "EnsembleSpec":
+    def load(cls, path: Path, remake: str = "`python pipeline.py infer`") -> "EnsembleSpec":
+        """Read ensemble.json, checking its shape: a damaged or hand-edited file is an ArtifactError naming it."""
         if not Path(path).is_file():
             raise ArtifactError(f"{path} not found: it is written by `python pipeline.py infer` beside the "
                                 f"submission. Run infer first, or point to the ensemble.json it wrote.")
-        return cls(**read_json(path))
+        raw = read_json_object(path, remake, required=("artifacts_dir", "runs", "weights"))
+
+        def bad(problem: str) -> ArtifactError:
+            return artifact_error(path, problem, remake)
+
+        valid = [f.name for f in dataclasses.fields(cls)]
+        if unknown := sorted(set(raw) - set(valid)):
+            raise bad(f"has unknown key(s) {unknown}; valid keys are {valid}")
+        runs, weights, tta = raw["runs"], raw["weights"], raw.get("tta", False)
+        if not isinstance(raw["artifacts_dir"], str):
+            raise bad(f"has artifacts_dir {raw['artifacts_dir']!r}, not a path (string)")
+        if not (isinstance(runs, list) and runs and all(isinstance(r, str) and r for r in runs)):
+            raise bad(f"has runs {runs!r}, not a non-empty list of run names")
+        if not (isinstance(weights, dict) and weights):
+            raise bad(f"has weights {weights!r}, not an object of head name: weight")
+        heads = {head_name(r, kind) for r in runs for kind in HEAD_KINDS}
+        for name, w in weights.items():
+            if name not in heads:
+                raise bad(f"weighs head {name!r}, which is not one of its runs' heads {sorted(heads)}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise bad(f"gives head {name!r} the weight {w!r}, not a finite number")
+        if not isinstance(tta, bool):
+            raise bad(f"has tta {tta!r}, not true or false")
+        return cls(raw["artifacts_dir"], list(runs), {k: float(w) for k, w in weights.items()}, tta)
 
 
 class Ensemble:

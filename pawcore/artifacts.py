@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 
 @contextlib.contextmanager
@@ -46,6 +46,47 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def read_json_object(path: str | os.PathLike, remake: str, required: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON object stored in `path`, which must hold every key in `required`.
+
+    Any failure (missing or unreadable file, not UTF-8, not JSON, cut short, not an object, a key missing)
+    is an ArtifactError naming the file, what is wrong and `remake`, the command that rewrites the file
+    (e.g. "`python pipeline.py infer --run default`"): `pipeline.py` prints it without a traceback.
+    Checking the values' types is the caller's job; `artifact_error` words those failures the same way.
+    """
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise artifact_error(path, "not found", remake) from None
+    except UnicodeDecodeError as e:
+        raise artifact_error(path, f"is not UTF-8 text (byte {e.start}): the file is damaged", remake) from None
+    except OSError as e:
+        raise artifact_error(path, f"cannot be read ({e.strerror or e})", remake) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        cut = " (cut short?)" if e.pos >= len(text.rstrip()) else ""
+        raise artifact_error(path, f"is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}{cut}",
+                             remake) from None
+    if not isinstance(obj, dict):
+        raise artifact_error(path, f"holds a JSON {_json_kind(obj)}, not the object (key: value) expected", remake)
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise artifact_error(path, f"lacks the key(s) {', '.join(map(repr, missing))}", remake)
+    return obj
+
+
+def artifact_error(path: str | os.PathLike, problem: str, remake: str):
+    """An ArtifactError worded 'PATH PROBLEM; re-create it: run REMAKE.' (for checks after read_json_object)."""
+    from .errors import ArtifactError
+
+    return ArtifactError(f"{path} {problem}; re-create it: run {remake}.")
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
 def write_csv(path: str | os.PathLike, frame) -> None:

@@ -10,7 +10,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import IO, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -22,14 +22,78 @@ from .progress import progress
 
 log = logging.getLogger(__name__)
 
-# What PIL and load_rgb raise for files that are not (whole) images; anything else is a bug.
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 CACHE_VERSION = 1  # bump when decoding/resizing changes, so old caches are not reused
 # How every cached image is resized (after JPEG draft decoding): recorded in each fold's config.json.
 INTERPOLATION = "area"
 
 
-def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
+# The only formats any command decodes (score, serve, the image cache, check-data): what phones, cameras and
+# browsers produce for a photo. Pillow tries no other plugin, so an EPS sent as image/jpeg never reaches
+# the EPS plugin (which runs Ghostscript) and a TIFF never reaches libtiff. Multi-picture JPEGs (MPO, from
+# phones) open through the JPEG plugin. Left out on purpose: GIF (animations and clip art, 256 colours),
+# BMP and TIFF (no phone or browser makes them; TIFF's decoder is large), HEIC/AVIF (no Pillow-maintained
+# HEIC decoder; iPhones send JPEG when a photo is uploaded from a browser), and every other Pillow format.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP")
+ACCEPTED_FORMATS = "JPEG, PNG or WebP"  # PHOTO_FORMATS as people write them, for messages
+# What a file is, by its first bytes, to say so when it is refused (Pillow's own plugins are never asked).
+_MAGIC = [(b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"), (b"GIF8", "GIF"),
+          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"<svg", "SVG"), (b"<?xml", "XML/SVG"),
+          (b"8BPS", "Photoshop (PSD)"), (b"\x00\x00\x01\x00", "ICO")]
+_FTYP = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+# What Pillow and load_rgb raise for a file that is not a (whole) photo; anything else is a bug.
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+class NotAPhotoError(UnidentifiedImageError):
+    """Empty, or not one of PHOTO_FORMATS; the message says which, plainly (no file object in it)."""
+
+    def __init__(self, message: str, empty: bool = False):
+        super().__init__(message)
+        self.empty = empty
+
+
+def _head(source) -> bytes:
+    if hasattr(source, "read"):
+        source.seek(0)
+        return source.read(16)
+    with open(source, "rb") as f:
+        return f.read(16)
+
+
+def _not_a_photo(source) -> NotAPhotoError:
+    head = _head(source)
+    if not head:
+        return NotAPhotoError("empty file (0 bytes)", empty=True)
+    kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    if kind is None and head[4:8] == b"ftyp":
+        kind = _FTYP.get(head[8:12], "MP4/QuickTime")
+    if kind:
+        return NotAPhotoError(f"its format is {kind}, and the formats accepted are {ACCEPTED_FORMATS}")
+    return NotAPhotoError(f"not a {ACCEPTED_FORMATS} file (the formats accepted)")
+
+
+def open_image(source: str | Path | IO[bytes]) -> Image.Image:
+    """Image.open restricted to PHOTO_FORMATS: the one place any command opens an image file.
+
+    Anything else (or an empty file) raises NotAPhotoError with a message for the person who sent it.
+    """
+    try:
+        return Image.open(source, formats=PHOTO_FORMATS)
+    except UnidentifiedImageError:
+        raise _not_a_photo(source) from None
+
+
+def decode_reason(error: BaseException) -> str:
+    """Why an image did not decode, in words for the person who has to fix the file."""
+    if isinstance(error, NotAPhotoError):
+        return str(error)
+    if isinstance(error, Image.DecompressionBombError):  # over twice Image.MAX_IMAGE_PIXELS
+        most = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        return f"more pixels than can be decoded safely ({most:.0f} megapixels at most)"
+    return f"damaged or incomplete ({type(error).__name__}: {error})"
+
+
+def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarray:
     """Decode an image file as an upright RGB uint8 array, whatever its mode (L, RGBA, CMYK, 16-bit, P).
 
     With `size`, JPEGs are decoded at a reduced DCT scale no smaller than size x size (libjpeg's draft
@@ -38,8 +102,10 @@ def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
     PIL rather than cv2.imdecode(IMREAD_REDUCED_COLOR_*): both use the same libjpeg DCT scaling (cv2 was
     ~13% faster on one 804x904 photo here), but OpenCV decodes a truncated JPEG without an error, filling
     the rest with grey, which would let broken files into training; PIL raises.
+
+    Only PHOTO_FORMATS are opened: other files raise NotAPhotoError (see `decode_reason`).
     """
-    with Image.open(path) as img:
+    with open_image(path) as img:
         if size is not None and img.format == "JPEG":
             img.draft("RGB", (size, size))
         img = ImageOps.exif_transpose(img)
@@ -80,7 +146,7 @@ def _decode_each(paths: Sequence[Path], size: int, store, desc: str, workers: in
         try:
             store(i, load_rgb(paths[i], size))
         except DECODE_ERRORS as e:
-            problems.append(f"{paths[i]}: cannot be decoded as an image ({type(e).__name__}: {e}); "
+            problems.append(f"{paths[i]}: cannot be decoded as an image: {decode_reason(e)}; "
                             f"replace the file or remove its row.")
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:

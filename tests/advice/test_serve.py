@@ -17,7 +17,7 @@ from advice.serve import Limits, create_app
 def client(advice_run):
     art, _ = advice_run
     app = create_app(load_ensemble(art, "default", device="cpu"), Limits(max_bytes=200_000, max_files=4))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:  # a Host the server accepts
         yield c
 
 
