@@ -81,10 +81,6 @@ def planned_spec(cfg: InferConfig) -> EnsembleSpec:
     if cfg.tta and not saved.tta:
         raise ConfigError(f"--tta, but the weights in {cfg.weights_from} were used without TTA. Drop --tta to "
                           f"replay them, or run infer with --tta and --blend to make new ones.")
-    known = {head_name(run, kind) for run in saved.runs for kind in HEAD_KINDS}
-    if not saved.weights or set(saved.weights) - known:
-        raise ConfigError(f"{cfg.weights_from}: weights {sorted(saved.weights)} must name heads of its runs "
-                          f"({sorted(known)}). Use an ensemble.json written by `python pipeline.py infer`.")
     # The artifacts dir is today's, not the one recorded (the artifacts may have moved, e.g. to Kaggle).
     return EnsembleSpec(cfg.artifacts_dir, saved.runs, dict(saved.weights), saved.tta)
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .artifacts import sha256_file, write_json
+from .artifacts import artifact_error, read_json_object, sha256_file, write_json
 from .errors import ArtifactError
 from .run import RunDir
 
@@ -74,22 +73,15 @@ class Manifest:
         if not path.is_file():
             raise ArtifactError(f"{path} not found: {cls.STAGE} has not finished for run {run.run!r}. "
                                 f"First run {cls.remake(run)}.")
-        try:
-            raw = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ArtifactError(f"{path} is not valid JSON ({type(e).__name__}: {e}); the file is damaged. "
-                                f"Re-create it: run {cls.remake(run)}.") from None
-        if not isinstance(raw, dict):
-            raise ArtifactError(f"{path} holds a JSON {type(raw).__name__}, not a manifest object. Re-create it: "
-                                f"run {cls.remake(run)}.")
+        raw = read_json_object(path, cls.remake(run))
         if raw.get("version") != cls.VERSION:
             raise ArtifactError(f"{path} has manifest version {raw.get('version')}, this code reads {cls.VERSION}. "
                                 f"Re-create it: run {cls.remake(run)}.")
         try:
             return cls.from_record(run, raw)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ArtifactError(f"{path} is not a valid {cls.STAGE} manifest ({type(e).__name__}: {e}). "
-                                f"Re-create it: run {cls.remake(run)}.") from None
+            raise artifact_error(path, f"is not a valid {cls.STAGE} manifest ({type(e).__name__}: {e})",
+                                 cls.remake(run)) from None
 
     @classmethod
     def load(cls: type[M], run: RunDir) -> M:

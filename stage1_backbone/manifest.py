@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pawcore.artifacts import read_json
+from pawcore.artifacts import read_json_object
 from pawcore.errors import ArtifactError
 from pawcore.manifest import Manifest, files_of, fold_file, stage_file
 from pawcore.run import RunDir
@@ -80,7 +80,8 @@ class Stage1Manifest(Manifest):
         return self.folds[fold].files[str(self.weights_file(self.run, fold).relative_to(self.stage_dir(self.run)))]
 
     def fold_model_config(self, fold: int) -> dict[str, Any]:
-        return read_json(self.fold_config_file(self.run, fold))["model"]
+        path = self.fold_config_file(self.run, fold)
+        return read_json_object(path, self.remake(self.run), required=("model",))["model"]
 
     def fold_model(self, fold: int) -> "PawpularityNet":
         """Fold `fold`'s network, rebuilt from its saved config and weights (eval mode)."""
@@ -101,7 +102,7 @@ class Stage1Manifest(Manifest):
         """The train-backbone command that trains the missing folds with the finished folds' settings."""
         from .config import MODEL_KEYS, TrainConfig
 
-        train = read_json(self.done_file(self.run, min(self.folds)))["train"]
+        train = read_json_object(self.done_file(self.run, min(self.folds)), self.remake(self.run), ("train",))["train"]
         args = ["python", "pipeline.py", "train-backbone", "--data-dir", self.data_dir,
                 "--artifacts-dir", str(self.run.artifacts_dir), "--run", self.run.run,
                 "--folds", ",".join(map(str, missing))]

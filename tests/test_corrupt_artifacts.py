@@ -1,4 +1,4 @@
-"""Issue 24, defect 1: a damaged JSON artifact is a clear error naming the file and the command that rewrites
+"""A damaged JSON artifact is a clear error naming the file and the command that rewrites
 it (exit code 2, no traceback), never a raw JSONDecodeError / UnicodeDecodeError / TypeError / KeyError."""
 from __future__ import annotations
 
@@ -81,3 +81,19 @@ def test_read_json_object_missing_or_unreadable(tmp_path):
             read_json_object(path, "`python pipeline.py infer`")
     (tmp_path / "ok.json").write_text('{"a": 1}')
     assert read_json_object(tmp_path / "ok.json", "x", required=("a",)) == {"a": 1}
+
+
+@pytest.mark.parametrize("stage, damage", [
+    ("stage2", lambda text: text[:300]),                                    # cut short: not JSON
+    ("stage2", lambda text: json.dumps({**json.loads(text), "folds": []})),  # the wrong shape
+    ("stage1", lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "model"})),
+])
+def test_damaged_stage_manifest_is_exit_2_naming_file_and_command(run_copy, tiny_data, capsys, stage, damage):
+    """A stage manifest cut short or of the wrong shape, then `infer`: before, a raw JSONDecodeError /
+    AttributeError / KeyError; now exit 2 naming the manifest and the command that re-creates it."""
+    manifest = run_copy / "default" / stage / "manifest.json"
+    manifest.write_text(damage(manifest.read_text()))
+    code = main(["infer", "--data-dir", str(tiny_data), "--artifacts-dir", str(run_copy), "--device", "cpu"])
+    err = capsys.readouterr().err
+    command = {"stage1": "train-backbone", "stage2": "fit-svr"}[stage]
+    assert code == 2 and str(manifest) in err and f"python pipeline.py {command}" in err, err
