@@ -13,9 +13,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+
+def scored_rows(submission: str | Path, labels: str | Path) -> pd.DataFrame:
+    """The labels beside the submission's predictions (Id, Pawpularity_true, Pawpularity_pred); a
+    ValueError when the two files hold different Ids."""
+    sub = pd.read_csv(submission, dtype={"Id": str})
+    truth = pd.read_csv(labels, dtype={"Id": str})
+    if sorted(sub["Id"]) != sorted(truth["Id"]):
+        raise ValueError(f"{submission} and {labels} hold different Ids")
+    return truth.merge(sub, on="Id", suffixes=("_true", "_pred"))
+
+
+def rows_rmse(both: pd.DataFrame) -> float:
+    """Test RMSE of scored_rows' predictions."""
+    return float(np.sqrt(np.mean((both["Pawpularity_pred"] - both["Pawpularity_true"]) ** 2)))
 
 
 def main() -> int:
@@ -26,13 +42,12 @@ def main() -> int:
     p.add_argument("--compare", metavar="OTHER_CSV", help="another submission for the same photos")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for --compare")
     args = p.parse_args()
-    sub = pd.read_csv(args.submission, dtype={"Id": str})
-    labels = pd.read_csv(args.labels, dtype={"Id": str})
-    if sorted(sub["Id"]) != sorted(labels["Id"]):
-        print(f"error: {args.submission} and {args.labels} hold different Ids", file=sys.stderr)
+    try:
+        both = scored_rows(args.submission, args.labels)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    both = labels.merge(sub, on="Id", suffixes=("_true", "_pred"))
-    rmse = float(np.sqrt(np.mean((both["Pawpularity_pred"] - both["Pawpularity_true"]) ** 2)))
+    rmse = rows_rmse(both)
     print(f"test RMSE {rmse:.3f} on {len(both)} images")
     if args.train_csv:
         mean = pd.read_csv(args.train_csv)["Pawpularity"].mean()
