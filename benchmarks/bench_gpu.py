@@ -33,18 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 PY = sys.executable
+WORK = Path(os.environ.get("BENCH_WORK", "/tmp/bench"))
+
+from common import BACKBONE, bare_train, bf16_autocast, new_model, quiet_lightning, quiet_trainer  # noqa: E402
+from common import part_train as train_rates  # noqa: E402
 
 
 def gpu_name() -> str:
     import torch
 
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-
-
-def _bf16():
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
 def part_embed(n: int = 8192, size: int = 224, batch: int = 256) -> list[dict]:
@@ -55,18 +53,17 @@ def part_embed(n: int = 8192, size: int = 224, batch: int = 256) -> list[dict]:
     from stage1_backbone.predict import embed_and_score
     from stage1_backbone.pretrained import create_backbone
 
-    work = Path(os.environ.get("BENCH_WORK", "/tmp/bench"))
-    work.mkdir(parents=True, exist_ok=True)
-    model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "none")).eval().cuda()
+    WORK.mkdir(parents=True, exist_ok=True)
+    model = PawpularityNet(create_backbone(BACKBONE, "none")).eval().cuda()
     pixels = np.random.default_rng(0).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
-    np.save(work / "embed.npy", pixels)
-    cached = np.load(work / "embed.npy", mmap_mode="r")
+    np.save(WORK / "embed.npy", pixels)
+    cached = np.load(WORK / "embed.npy", mmap_mode="r")
     on_gpu = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().cuda()
 
     def bare() -> float:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.inference_mode(), _bf16():
+        with torch.inference_mode(), bf16_autocast():
             for i in range(0, n, batch):
                 model.embed(on_gpu[i:i + batch]).float()
         torch.cuda.synchronize()
@@ -90,93 +87,11 @@ def part_embed(n: int = 8192, size: int = 224, batch: int = 256) -> list[dict]:
              "ratio": best[f"pipe{w}"] / best["bare"], "n": n, "size": size, "batch": batch} for w in (0, 8)]
 
 
-def _bare_train(model, x, y, batch: int, steps: int, bf16: bool) -> float:
-    """Images/s of `steps` optimizer steps on tensors already on the GPU (after 5 warm-up steps)."""
-    import contextlib
-
-    import torch
-
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    n = len(x)
-
-    def step(i: int) -> None:
-        j = (i * batch) % (n - batch)
-        with _bf16() if bf16 else contextlib.nullcontext():
-            loss = loss_fn(model(x[j:j + batch]).float(), y[j:j + batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for i in range(5):
-        step(i)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
-
-
 def part_train(n: int = 8192, size: int = 224, batch: int = 64) -> list[dict]:
-    import numpy as np
-    import pytorch_lightning as pl
-    import torch
-
-    from stage1_backbone.config import TrainConfig
-    from stage1_backbone.lit import LitPawpularity
-    from stage1_backbone.model import PawpularityNet
-    from stage1_backbone.pretrained import create_backbone
-    from stage1_backbone.train import fold_loaders
-
-    for name in ("pytorch_lightning", "lightning_fabric"):
-        __import__("logging").getLogger(name).setLevel("ERROR")
-    work = Path(os.environ.get("BENCH_WORK", "/tmp/bench"))
-    work.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
-    np.save(work / "train.npy", pixels)
-    cached = np.load(work / "train.npy", mmap_mode="r")
-    targets = rng.uniform(1, 100, n).astype(np.float32)
-    rows = np.arange(n)
-
-    def pipeline_epochs(workers: int) -> float:
-        cfg = TrainConfig(batch_size=batch, num_workers=workers)
-        model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "none")).to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-        train_loader, _ = fold_loaders(cfg, cached, rows, rows[:batch], targets, None, seed=0)
-        lit = LitPawpularity(model, 3e-4, 1e-2, 0)
-        times: list[float] = []
-
-        class Clock(pl.Callback):
-            def on_train_epoch_start(self, *a):
-                torch.cuda.synchronize()
-                times.append(time.perf_counter())
-
-            def on_train_epoch_end(self, *a):
-                torch.cuda.synchronize()
-                times.append(time.perf_counter())
-
-        trainer = pl.Trainer(max_epochs=2, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Clock()])
-        trainer.fit(lit, train_loader)
-        return len(train_loader) * batch / (times[3] - times[2])  # the second epoch: workers and autotune warm
-
-    def bare_epoch() -> float:
-        model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "none")).cuda().train()
-        model = model.to(memory_format=torch.channels_last)
-        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().cuda()
-        y = torch.from_numpy(targets).cuda() / 100
-        return _bare_train(model, x, y, batch, n // batch, bf16=True)
-
     counts = sorted({8, os.cpu_count() or 1})  # loader workers: the old auto default (8) and every core
-    bare, pipe = [], {w: [] for w in counts}
-    for _ in range(2):  # interleaved, best of 2
-        bare.append(bare_epoch())
-        for w in counts:
-            pipe[w].append(pipeline_epochs(w))
-    return [{"row": "train", "pipeline_img_s": max(pipe[w]), "bare_img_s": max(bare), "ratio": max(pipe[w]) / max(bare),
+    bare, pipe = train_rates(WORK / "train.npy", n, size, batch, counts, device="cuda", pretrained="none", epochs=2,
+                             warmup=5)
+    return [{"row": "train", "pipeline_img_s": pipe[w], "bare_img_s": bare, "ratio": pipe[w] / bare,
              "workers": w, "n": n, "size": size, "batch": batch} for w in counts]
 
 
@@ -191,10 +106,10 @@ def part_precision(size: int = 224, batch: int = 64, steps: int = 60) -> list[di
     x = torch.randint(0, 256, (batch * 8, 3, size, size), dtype=torch.uint8, generator=g).cuda()
     y = torch.rand(batch * 8, generator=g).cuda()
     out = []
-    for label, bf16, channels_last, compiled in [("fp32", False, False, False), ("bf16", True, False, False),
+    for label, mixed, channels_last, compiled in [("fp32", False, False, False), ("bf16", True, False, False),
                                                  ("bf16 + channels_last", True, True, False),
                                                  ("bf16 + channels_last + compile", True, True, True)]:
-        model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "none")).cuda().train()
+        model = PawpularityNet(create_backbone(BACKBONE, "none")).cuda().train()
         xs = x
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -202,7 +117,7 @@ def part_precision(size: int = 224, batch: int = 64, steps: int = 60) -> list[di
         t0 = time.perf_counter()
         if compiled:
             model.backbone.compile()
-        rate = _bare_train(model, xs, y, batch, steps, bf16)
+        rate = bare_train(model, xs, y, batch, steps, mixed, warmup=5)
         out.append({"row": "precision", "variant": label, "img_s": rate, "first_call_s": time.perf_counter() - t0,
                     "size": size, "batch": batch})
     return out
@@ -217,9 +132,9 @@ def part_svr(rows: int = 8921) -> list[dict]:
 
 
 def _competition_jpegs():
-    from run_all import WORK, make_competition_jpegs
+    from run_all import WORK as RUN_ALL_WORK, make_competition_jpegs
 
-    return make_competition_jpegs(WORK / "jpegs", 9912)
+    return make_competition_jpegs(RUN_ALL_WORK / "jpegs", 9912)
 
 
 def part_decode() -> list[dict]:
@@ -241,25 +156,21 @@ def part_speed(steps: int = 40) -> list[dict]:
     from pawcore.images import cached_images
     from stage1_backbone.config import TrainConfig
     from stage1_backbone.lit import LitPawpularity
-    from stage1_backbone.model import PawpularityNet
-    from stage1_backbone.pretrained import create_backbone
     from stage1_backbone.train import fold_loaders
 
-    for name in ("pytorch_lightning", "lightning_fabric"):
-        __import__("logging").getLogger(name).setLevel("ERROR")
+    quiet_lightning()
     paths = _competition_jpegs()
     n = len(paths)
     n_train = n * 4 // 5  # one fold of 5 trains on 4/5 of the rows
     out = []
-    for backbone, size, batch in [("tf_efficientnet_lite0", 224, 64), ("convnext_base", 384, 32),
+    for backbone, size, batch in [(BACKBONE, 224, 64), ("convnext_base", 384, 32),
                                   ("swin_large_patch4_window12_384", 384, 16)]:
         t0 = time.perf_counter()
-        pixels = cached_images(paths, size, Path(os.environ.get("BENCH_WORK", "/tmp/bench")) / "cache", "speed")
+        pixels = cached_images(paths, size, WORK / "cache", "speed")
         decode_s = time.perf_counter() - t0
         targets = np.random.default_rng(0).uniform(1, 100, n).astype(np.float32)
         cfg = TrainConfig(batch_size=batch, img_size=size)
-        model = PawpularityNet(create_backbone(backbone, "none")).to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
+        model = new_model("cuda", "none", backbone)
         train_loader, _ = fold_loaders(cfg, pixels, np.arange(n_train), np.arange(batch), targets, None, seed=0)
         lit = LitPawpularity(model, 3e-5, 1e-2, 0)
         stamps: list[float] = []
@@ -269,10 +180,7 @@ def part_speed(steps: int = 40) -> list[dict]:
                 torch.cuda.synchronize()
                 stamps.append(time.perf_counter())
 
-        trainer = pl.Trainer(max_epochs=1, limit_train_batches=steps, accelerator="gpu", devices=1,
-                             precision="bf16-mixed", logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                             num_sanity_val_steps=0, callbacks=[Clock()])
+        trainer = quiet_trainer("cuda", Clock(), max_epochs=1, limit_train_batches=steps)
         trainer.fit(lit, train_loader)
         timed = stamps[10:]  # after 10 warm-up steps (autotune, workers)
         rate = (len(timed) - 1) * batch / (timed[-1] - timed[0])
@@ -288,12 +196,11 @@ def part_speed(steps: int = 40) -> list[dict]:
 def part_e2e(oxford: str = "") -> list[dict]:
     from run_all import timed_command
 
-    work = Path(os.environ.get("BENCH_WORK", "/tmp/bench"))
     out = []
-    secs, rss, _ = timed_command([PY, "pipeline.py", "demo", "--artifacts-dir", str(work / "demo")])
+    secs, rss, _ = timed_command([PY, "pipeline.py", "demo", "--artifacts-dir", str(WORK / "demo")])
     out.append({"row": "e2e", "what": "demo (generate, train-backbone, fit-svr, infer)", "seconds": secs})
     if oxford:
-        common = ["--artifacts-dir", str(work / "oxford"), "--run", "oxford"]
+        common = ["--artifacts-dir", str(WORK / "oxford"), "--run", "oxford"]
         steps = [["train-backbone", "--data-dir", oxford, *common, "--img-size", "160", "--epochs", "3"],
                  ["fit-svr", *common], ["infer", "--data-dir", oxford, *common, "--blend", "0.5"]]
         total, printed = 0.0, ""
@@ -302,7 +209,7 @@ def part_e2e(oxford: str = "") -> list[dict]:
             total += secs
             printed += stdout
             out.append({"row": "e2e", "what": f"oxford {step[0]}", "seconds": secs})
-        score = subprocess.run([PY, "benchmarks/score_submission.py", str(work / "oxford/oxford/submission.csv"),
+        score = subprocess.run([PY, "benchmarks/score_submission.py", str(WORK / "oxford/oxford/submission.csv"),
                                 f"{oxford}/test_labels.csv", "--train-csv", f"{oxford}/train.csv"], cwd=ROOT,
                                capture_output=True, text=True).stdout
         out.append({"row": "e2e", "what": "oxford total", "seconds": total, "infer_stdout": printed[-1500:],

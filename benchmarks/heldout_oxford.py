@@ -214,10 +214,11 @@ def heldout_rmses(run: Path, labels: Path, train_csv: Path) -> dict[str, float]:
 def oof_rmses(run: Path) -> tuple[dict[str, float], float]:
     """(OOF RMSE of each head and blend, blend auto's NN weight) from the stages' OOF files and the
     weights infer --blend auto wrote in its ensemble.json."""
+    from inference.ensemble_oof import run_oof
     from pawcore.metrics import clip_score, rmse
-    from pawcore.oof import merge_oof
+    from pawcore.run import run_dir
 
-    oof = merge_oof(run / "stage1" / "oof_nn.csv", run / "stage2" / "oof_svr.csv")
+    oof = run_oof(run_dir(run.parent, run.name))
     weights = json.loads((run / "infer-auto" / "ensemble.json").read_text())["weights"]
     w = sum(v for head, v in weights.items() if head.endswith(":nn"))
     preds = {"nn": oof["nn"], "svr": oof["svr"], "blend0.5": clip_score(0.5 * oof["nn"] + 0.5 * oof["svr"]),

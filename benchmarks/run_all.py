@@ -23,9 +23,11 @@ import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +72,6 @@ def make_competition_jpegs(out: Path, n: int) -> list[Path]:
 
 
 def part_decode_project(n: int, size: int) -> dict:
-    import shutil
-
     from pawcore.images import cached_images
 
     paths = make_competition_jpegs(WORK / "jpegs", n)
@@ -134,65 +134,11 @@ def part_embed(n: int, size: int, batch: int) -> dict:
 
 
 def part_train(n: int, size: int, batch: int, workers: int) -> dict:
-    import numpy as np
-    import pytorch_lightning as pl
-    import torch
+    from common import part_train as train_rates
 
-    from stage1_backbone.config import TrainConfig
-    from stage1_backbone.lit import LitPawpularity
-    from stage1_backbone.model import PawpularityNet
-    from stage1_backbone.pretrained import create_backbone
-    from stage1_backbone.train import fold_loaders
-
-    for name in ("pytorch_lightning", "lightning_fabric"):
-        __import__("logging").getLogger(name).setLevel("ERROR")
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
-    np.save(WORK / "train-pixels.npy", pixels)
-    cached = np.load(WORK / "train-pixels.npy", mmap_mode="r")
-    targets = rng.uniform(1, 100, n).astype(np.float32)
-    cfg = TrainConfig(batch_size=batch, num_workers=workers)
-    rows = np.arange(n)
-
-    def pipeline_epoch() -> float:
-        model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "auto"))
-        train_loader, _ = fold_loaders(cfg, cached, rows, rows[:batch], targets, None, seed=0)
-        lit = LitPawpularity(model, 3e-4, 1e-2, 0)
-        times = {}
-
-        class Clock(pl.Callback):
-            def on_train_epoch_start(self, *a):
-                times["start"] = time.perf_counter()
-
-            def on_train_epoch_end(self, *a):
-                times["end"] = time.perf_counter()
-
-        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                             num_sanity_val_steps=0, callbacks=[Clock()])
-        trainer.fit(lit, train_loader)
-        return len(train_loader) * batch / (times["end"] - times["start"])
-
-    def bare_epoch() -> float:
-        model = PawpularityNet(create_backbone("tf_efficientnet_lite0", "auto")).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-        y = torch.from_numpy(targets) / 100
-        steps = n // batch
-        t0 = time.perf_counter()
-        for i in range(steps):
-            loss = loss_fn(model(x[i * batch:(i + 1) * batch]), y[i * batch:(i + 1) * batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return steps * batch / (time.perf_counter() - t0)
-
-    bare, pipe = [], []
-    for _ in range(2):  # interleaved, best of 2
-        bare.append(bare_epoch())
-        pipe.append(pipeline_epoch())
-    return {"bare_images_per_s": max(bare), "pipeline_images_per_s": max(pipe), "ratio": max(pipe) / max(bare)}
+    bare, pipe = train_rates(WORK / "train-pixels.npy", n, size, batch, [workers], device="cpu", pretrained="auto",
+                             epochs=1, warmup=0)
+    return {"bare_images_per_s": bare, "pipeline_images_per_s": pipe[workers], "ratio": pipe[workers] / bare}
 
 
 PARTS = {"decode-project": part_decode_project, "decode-pil": part_decode_pil, "embed": part_embed,
@@ -234,83 +180,87 @@ def overall_row(stdout: str, label: str) -> list[str]:
     return re.split(r"\s{2,}", header.strip()), re.split(r"\s+", row.strip())
 
 
-# ---------------------------------------------------------------- the suite
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=sorted(PARTS))
-    p.add_argument("--kwargs", default="{}")
-    p.add_argument("--quick", action="store_true", help="small sizes; prints, does not write RESULTS.md")
-    args = p.parse_args()
-    if args.part:
-        print(json.dumps(PARTS[args.part](**json.loads(args.kwargs))))
-        return 0
+# ---------------------------------------------------------------- the suite, one row each
+def decode_row(n: int) -> str:
+    proj = run_part("decode-project", n=n, size=224)
+    pil = run_part("decode-pil", n=n, size=224)
+    return (f"| 1 | cold decode, {n} competition-sized JPEGs -> 224 px | project cache build "
+            f"{proj['images_per_s']:.0f} img/s, peak RSS {proj['peak_rss_mb']:.0f} MB | plain PIL loop "
+            f"{pil['images_per_s']:.0f} img/s, peak RSS {pil['peak_rss_mb']:.0f} MB | "
+            f"{proj['images_per_s'] / pil['images_per_s']:.2f}x | faster than PIL |")
 
-    WORK.mkdir(parents=True, exist_ok=True)
-    n_decode = 400 if args.quick else 9912
-    rows: list[str] = []
-    started = dt.datetime.now(dt.timezone.utc)
 
-    def say(line: str) -> None:
-        print(line, flush=True)
-        rows.append(line)
+def embed_row(n: int) -> str:
+    emb = run_part("embed", n=n, size=224, batch=64)
+    return (f"| 2 | embedding extraction, tf_efficientnet_lite0 224 px, CPU | pipeline "
+            f"{emb['pipeline_images_per_s']:.1f} img/s | bare model on in-memory tensors "
+            f"{emb['bare_images_per_s']:.1f} img/s | {emb['ratio']:.2f} | >= 0.90 |")
 
-    say("| # | benchmark | measured | baseline (same run) | ratio | goal |")
-    say("|---|---|---|---|---|---|")
-    proj = run_part("decode-project", n=n_decode, size=224)
-    pil = run_part("decode-pil", n=n_decode, size=224)
-    say(f"| 1 | cold decode, {n_decode} competition-sized JPEGs -> 224 px | project cache build "
-        f"{proj['images_per_s']:.0f} img/s, peak RSS {proj['peak_rss_mb']:.0f} MB | plain PIL loop "
-        f"{pil['images_per_s']:.0f} img/s, peak RSS {pil['peak_rss_mb']:.0f} MB | "
-        f"{proj['images_per_s'] / pil['images_per_s']:.2f}x | faster than PIL |")
 
-    emb = run_part("embed", n=128 if args.quick else 512, size=224, batch=64)
-    say(f"| 2 | embedding extraction, tf_efficientnet_lite0 224 px, CPU | pipeline {emb['pipeline_images_per_s']:.1f} "
-        f"img/s | bare model on in-memory tensors {emb['bare_images_per_s']:.1f} img/s | {emb['ratio']:.2f} | >= 0.90 |")
+def train_row(n: int) -> str:
+    tr = run_part("train", n=n, size=224, batch=32, workers=-1)
+    return (f"| 3 | training epoch, tf_efficientnet_lite0 224 px, CPU, default (auto) workers | pipeline "
+            f"{tr['pipeline_images_per_s']:.1f} img/s | bare forward+backward+step {tr['bare_images_per_s']:.1f} "
+            f"img/s | {tr['ratio']:.2f} | >= 0.85 |")
 
-    tr = run_part("train", n=64 if args.quick else 256, size=224, batch=32, workers=-1)
-    say(f"| 3 | training epoch, tf_efficientnet_lite0 224 px, CPU, default (auto) workers | pipeline {tr['pipeline_images_per_s']:.1f} "
-        f"img/s | bare forward+backward+step {tr['bare_images_per_s']:.1f} img/s | {tr['ratio']:.2f} | >= 0.85 |")
 
-    svr_rows = 2000 if args.quick else 8921
-    _, _, svr_out = timed_command([PY, "benchmarks/bench_svr.py", "--rows", str(svr_rows)])
+def svr_row(rows: int) -> str:
+    _, _, svr_out = timed_command([PY, "benchmarks/bench_svr.py", "--rows", str(rows)])
     table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
              for line in svr_out.splitlines() if line.startswith("| sk") or line.startswith("| cuml")}
-    if "sklearnex" in table:
-        say(f"| 4 | SVR fit, {svr_rows} x 1280 float32, C=20 | sklearnex {table['sklearnex'][0]} s | sklearn "
+    if "sklearnex" not in table:
+        return f"| 4 | SVR fit, {rows} x 1280 | sklearn {table['sklearn'][0]} s | (sklearnex not installed) | | |"
+    return (f"| 4 | SVR fit, {rows} x 1280 float32, C=20 | sklearnex {table['sklearnex'][0]} s | sklearn "
             f"{table['sklearn'][0]} s | {table['sklearnex'][1]} faster; RMSE diff {table['sklearnex'][3]} | "
             f"RMSE diff <= 0.05 |")
-    else:
-        say(f"| 4 | SVR fit, {svr_rows} x 1280 | sklearn {table['sklearn'][0]} s | (sklearnex not installed) | | |")
 
+
+def demo_row() -> str:
     demo_dir = WORK / "demo"
-    import shutil
     shutil.rmtree(demo_dir, ignore_errors=True)
     secs, rss, _ = timed_command([PY, "pipeline.py", "demo", "--artifacts-dir", str(demo_dir)])
-    say(f"| 5 | demo end to end (generate, train-backbone, fit-svr, infer) | {secs:.0f} s wall, peak RSS "
-        f"{rss:.0f} MB | | | about 3 min |")
+    return (f"| 5 | demo end to end (generate, train-backbone, fit-svr, infer) | {secs:.0f} s wall, peak RSS "
+            f"{rss:.0f} MB | | | about 3 min |")
 
-    if (SHARED / "oxford-pets-370").is_dir() and not args.quick:
-        d, art = str(SHARED / "oxford-pets-370"), str(WORK / "oxford")
-        shutil.rmtree(art, ignore_errors=True)
-        common = ["--artifacts-dir", art, "--run", "oxford"]
-        timed_command([PY, "pipeline.py", "train-backbone", "--data-dir", d, *common, "--img-size", "160", "--epochs", "3"])
-        timed_command([PY, "pipeline.py", "fit-svr", *common])
-        _, _, inf = timed_command([PY, "pipeline.py", "infer", "--data-dir", d, *common, "--blend", "0.5"])
-        _, _, score = timed_command([PY, "benchmarks/score_submission.py", f"{art}/oxford/submission.csv",
-                                     f"{d}/test_labels.csv", "--train-csv", f"{d}/train.csv"])
-        header, overall = overall_row(inf, "OOF RMSE")
-        oof = dict(zip(header[1:], overall[1:]))
-        test = re.search(r"test RMSE ([\d.]+)", score).group(1)
-        base = re.search(r"mean baseline .* test RMSE ([\d.]+)", score).group(1)
-        say(f"| 6 | quality, oxford-pets-370 (320 train / 50 test, 160 px, 3 epochs, 5 folds) | OOF RMSE: NN "
+
+def quality_row() -> str:
+    """The README's oxford commands, then the submission scored against the held-out labels."""
+    d, art = str(SHARED / "oxford-pets-370"), str(WORK / "oxford")
+    shutil.rmtree(art, ignore_errors=True)
+    common = ["--artifacts-dir", art, "--run", "oxford"]
+    timed_command([PY, "pipeline.py", "train-backbone", "--data-dir", d, *common, "--img-size", "160", "--epochs", "3"])
+    timed_command([PY, "pipeline.py", "fit-svr", *common])
+    _, _, inf = timed_command([PY, "pipeline.py", "infer", "--data-dir", d, *common, "--blend", "0.5"])
+    _, _, score = timed_command([PY, "benchmarks/score_submission.py", f"{art}/oxford/submission.csv",
+                                 f"{d}/test_labels.csv", "--train-csv", f"{d}/train.csv"])
+    header, overall = overall_row(inf, "OOF RMSE")
+    oof = dict(zip(header[1:], overall[1:]))
+    test = re.search(r"test RMSE ([\d.]+)", score).group(1)
+    base = re.search(r"mean baseline .* test RMSE ([\d.]+)", score).group(1)
+    return (f"| 6 | quality, oxford-pets-370 (320 train / 50 test, 160 px, 3 epochs, 5 folds) | OOF RMSE: NN "
             f"{oof['NN head']}, SVR {oof['SVR head']}, blend 0.5 {oof['blend 0.50']}; test RMSE (blend) {test} | "
             f"mean baseline: OOF {oof['mean baseline']}, test {base} | | below baseline |")
 
-    if args.quick:
-        return 0
+
+def suite_rows(quick: bool) -> Iterator[str]:
+    """The RESULTS.md table, a row at a time as each is measured."""
+    yield "| # | benchmark | measured | baseline (same run) | ratio | goal |"
+    yield "|---|---|---|---|---|---|"
+    yield decode_row(400 if quick else 9912)
+    yield embed_row(128 if quick else 512)
+    yield train_row(64 if quick else 256)
+    yield svr_row(2000 if quick else 8921)
+    yield demo_row()
+    if (SHARED / "oxford-pets-370").is_dir() and not quick:
+        yield quality_row()
+
+
+def write_results(rows: list[str], started: dt.datetime) -> None:
+    """benchmarks/RESULTS.md: this run's table, then the GPU section from bench_gpu.py kept as it was."""
+    import torch
+
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
                f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU")
-    import torch
     text = "\n".join([
         "# Benchmark results", "",
         f"Command: `.venv/bin/python benchmarks/run_all.py` (started {started.isoformat(timespec='minutes')}).",
@@ -326,7 +276,27 @@ def main() -> int:
     if "\n## GPU" in old:  # measured on a lent GPU by bench_gpu.py: keep it
         text += old[old.index("\n## GPU"):]
     results.write_text(text)
-    print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
+    print(f"wrote {results}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=sorted(PARTS))
+    p.add_argument("--kwargs", default="{}")
+    p.add_argument("--quick", action="store_true", help="small sizes; prints, does not write RESULTS.md")
+    args = p.parse_args()
+    if args.part:  # one measurement in this fresh process, called by run_part
+        print(json.dumps(PARTS[args.part](**json.loads(args.kwargs))))
+        return 0
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    rows = []
+    for row in suite_rows(args.quick):
+        print(row, flush=True)
+        rows.append(row)
+    if not args.quick:
+        write_results(rows, started)
     return 0
 
 

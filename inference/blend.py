@@ -10,7 +10,6 @@ import pandas as pd
 
 from pawcore.metrics import rmse
 
-from .config import parse_blend  # noqa: F401  (the --blend rule lives with the option)
 from .ensemble import head_name
 
 GRID = np.round(np.arange(0, 101) / 100, 2)  # 0.00, 0.01, ..., 1.00

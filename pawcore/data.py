@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv as csv_module
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,26 +55,50 @@ class Split:
         return cached_images(self.image_paths, size, cache_dir, self.name)
 
 
-def _line_of(problem: str) -> int:
-    found = re.search(r" line (\d+)", problem)
-    return int(found.group(1)) if found else 0
-
-
 def _line(row_index: int) -> int:
     """CSV line number of a data row (line 1 is the header)."""
     return row_index + 2
 
 
-def _problems_in_numeric(frame: pd.DataFrame, col: str, lo: float, hi: float, csv: Path) -> list[str]:
+# A problem found in one data row: (row index, message). The row index orders the report by file line,
+# whatever check found the problem; the message is what the user reads.
+RowProblem = tuple[int, str]
+
+
+def _problems_in_numeric(frame: pd.DataFrame, col: str, lo: float, hi: float, csv: Path) -> list[RowProblem]:
     values = pd.to_numeric(frame[col], errors="coerce")
-    problems = []
+    found = []
     for i in np.flatnonzero(values.isna().to_numpy()):
-        problems.append(f"{csv} line {_line(i)} (Id {frame[ID_COL].iat[i]}): {col}={frame[col].iat[i]!r} is "
-                        f"not a number; give a value in {lo:g}..{hi:g} or remove the row.")
+        found.append((i, f"{csv} line {_line(i)} (Id {frame[ID_COL].iat[i]}): {col}={frame[col].iat[i]!r} is "
+                         f"not a number; give a value in {lo:g}..{hi:g} or remove the row."))
     for i in np.flatnonzero(((values < lo) | (values > hi)).to_numpy()):
-        problems.append(f"{csv} line {_line(i)} (Id {frame[ID_COL].iat[i]}): {col}={values.iat[i]:g} is out "
-                        f"of range; valid values are {lo:g}..{hi:g}.")
-    return problems
+        found.append((i, f"{csv} line {_line(i)} (Id {frame[ID_COL].iat[i]}): {col}={values.iat[i]:g} is out "
+                         f"of range; valid values are {lo:g}..{hi:g}."))
+    return found
+
+
+def _row_problems(frame: pd.DataFrame, split: str, csv: Path, paths: list[Path]) -> list[str]:
+    """Every problem in the data rows (Ids, values, image files), in file order whatever check found it."""
+    found: list[RowProblem] = []
+    ids = frame[ID_COL]
+    for i in np.flatnonzero((ids == "").to_numpy()):
+        found.append((i, f"{csv} line {_line(i)}: empty Id; every row needs the image's file name stem."))
+    for i in np.flatnonzero(ids.str.contains(r"[/\\\x00]|^\.\.?$", regex=True).to_numpy()):
+        found.append((i, f"{csv} line {_line(i)}: Id {ids.iat[i]!r} is not a file name stem; "
+                         f"use the image's name without folder or .jpg."))
+    for i in np.flatnonzero(ids.duplicated(keep="first").to_numpy() & (ids != "").to_numpy()):
+        first = int(np.flatnonzero((ids == ids.iat[i]).to_numpy())[0])
+        found.append((i, f"{csv} line {_line(i)}: duplicate Id {ids.iat[i]!r} (first on line "
+                         f"{_line(first)}); keep one row per image."))
+    if split == "train":
+        found += _problems_in_numeric(frame, TARGET_COL, 1, 100, csv)
+    for col in [c for c in META_COLS if c in frame.columns]:
+        found += _problems_in_numeric(frame, col, 0, 1, csv)
+    for i, path in enumerate(paths):
+        if ids.iat[i] and not path.is_file():
+            found.append((i, f"{csv} line {_line(i)}: image {path} not found; add the file or remove the row."))
+    found.sort(key=lambda problem: problem[0])  # stable: by row, then in the order of the checks above
+    return [message for _, message in found]
 
 
 def scan_split(data_dir: str | Path, split: str, require_meta: bool = False
@@ -100,7 +123,6 @@ def scan_split(data_dir: str | Path, split: str, require_meta: bool = False
         return None, [], [f"{csv} could not be read as CSV ({type(e).__name__}: {str(e).strip()[:200]}). "
                           f"Save it as comma-separated UTF-8 with a header row."]
     frame.columns = [str(c).strip() for c in frame.columns]
-    problems: list[str] = []
     duplicated_cols = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if duplicated_cols:
         return None, [], [f"{csv}: column(s) {duplicated_cols} appear more than once; keep one of each."]
@@ -117,29 +139,10 @@ def scan_split(data_dir: str | Path, split: str, require_meta: bool = False
     if extra:
         log.warning("%s: ignoring column(s) %s (known: Id, Pawpularity and the 12 metadata flags).", csv, extra)
 
-    ids = frame[ID_COL]
-    for i in np.flatnonzero(ids.isna().to_numpy() | (ids.fillna("").str.strip() == "").to_numpy()):
-        problems.append(f"{csv} line {_line(i)}: empty Id; every row needs the image's file name stem.")
-    frame[ID_COL] = ids.fillna("").str.strip()
-    for i in np.flatnonzero(frame[ID_COL].str.contains(r"[/\\\x00]|^\.\.?$", regex=True).to_numpy()):
-        problems.append(f"{csv} line {_line(i)}: Id {frame[ID_COL].iat[i]!r} is not a file name stem; "
-                        f"use the image's name without folder or .jpg.")
-    dup = frame[ID_COL].duplicated(keep="first").to_numpy() & (frame[ID_COL] != "").to_numpy()
-    for i in np.flatnonzero(dup):
-        first = int(np.flatnonzero((frame[ID_COL] == frame[ID_COL].iat[i]).to_numpy())[0])
-        problems.append(f"{csv} line {_line(i)}: duplicate Id {frame[ID_COL].iat[i]!r} (first on line "
-                        f"{_line(first)}); keep one row per image.")
-    if split == "train":
-        problems += _problems_in_numeric(frame, TARGET_COL, 1, 100, csv)
-    for col in [c for c in META_COLS if c in frame.columns]:
-        problems += _problems_in_numeric(frame, col, 0, 1, csv)
-
+    frame[ID_COL] = frame[ID_COL].fillna("").str.strip()
     image_dir = data_dir / split
     paths = [image_dir / f"{i}.jpg" for i in frame[ID_COL]]
-    for i, path in enumerate(paths):
-        if frame[ID_COL].iat[i] and not path.is_file():
-            problems.append(f"{csv} line {_line(i)}: image {path} not found; add the file or remove the row.")
-    problems.sort(key=_line_of)  # in file order, whatever the check that found them
+    problems = _row_problems(frame, split, csv, paths)
     if not problems:
         for col in [TARGET_COL, *META_COLS]:
             if col in frame.columns:

@@ -1,9 +1,11 @@
 """Feature sources of the SVR, as named on the command line (`fit-svr --features ...`).
 
     tuned                        each fold's fine-tuned stage-1 backbone (pooled embedding)
-    tf_efficientnet_lite1        a timm model, frozen, with its packaged ImageNet weights, at its own input size
+    tf_efficientnet_lite1        a timm model, frozen, with its packaged ImageNet weights, at stage 1's
+                                 --img-size (fit-svr's default `--frozen-size stage1`; `native`: its
+                                 own pretrained_cfg size; a number: that many pixels)
     tf_efficientnet_lite1:logits its 1000 ImageNet class logits instead of the pooled embedding
-    tf_efficientnet_lite1@160    run at 160 px instead of its pretrained_cfg size
+    tf_efficientnet_lite1@160    run at 160 px, whatever --frozen-size says
     convnext_tiny=/w/convnext.pth  weights from a local timm/PyTorch checkpoint (as stage 1's --pretrained-file)
     auto                         tuned + every packaged frozen model that is installed
 

@@ -1,13 +1,15 @@
 """infer: submission format and order, blend arithmetic and --blend auto, offline from copied artifacts, TTA, report."""
 from __future__ import annotations
 
+import itertools
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from inference.blend import best_weight, blend_curve, parse_blend
+from inference.blend import best_weight, blend_curve
+from inference.config import parse_blend
 from inference.config import InferConfig
 from inference.infer import infer
 from pawcore.errors import ArtifactError, ConfigError
@@ -93,7 +95,23 @@ def test_report_and_plots_are_written(run_copy, tiny_data):
     for name in ("oof_scatter.png", "oof_histograms.png", "blend_curve.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000
         assert f"]({name})" in report
-    assert "| mean baseline |" in report.replace("| fold | n | mean baseline |", "| mean baseline |")
+    # The OOF table's "mean baseline" column: each row predicted by the mean target of the training rows
+    # outside its fold, computed here from train.csv and folds.csv. Catches a baseline from the fold's own
+    # rows (a leak), from one global mean, or mapped to the wrong fold.
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| fold | n |"))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start:])
+    header, _, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    printed = {row[0]: float(row[header.index("mean baseline")]) for row in rows}
+    folds = pd.read_csv(out / "folds.csv", dtype={"Id": str}).set_index("Id")["fold"]
+    train = pd.read_csv(tiny_data / "train.csv", dtype={"Id": str}).set_index("Id")["Pawpularity"]
+    fold = folds.loc[train.index].to_numpy()
+    baseline = np.array([train[fold != k].mean() for k in fold])
+    expected = {str(k): np.sqrt(np.mean((baseline - train)[fold == k] ** 2)) for k in np.unique(fold)}
+    expected["overall"] = np.sqrt(np.mean((baseline - train) ** 2))
+    assert printed.keys() == expected.keys()
+    for key, value in expected.items():
+        assert printed[key] == pytest.approx(value, abs=6e-4), key
     # Which stage-1 weights, and that their OOF is optimistic, is said where the numbers are.
     assert "best epoch of each fold" in report and "`--checkpoint best`" in report and "optimistic" in report
 

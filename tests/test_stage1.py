@@ -90,11 +90,25 @@ def test_bad_options_fail_before_any_work(tiny_data, tmp_path):
 
 
 def test_use_meta_feeds_the_head(tiny_data, tmp_path):
+    """Catches a head that drops the 12 flags (or gets zeros) and an OOF scored without them: the trained
+    fold model must reproduce its OOF with the real flags only, and score differently with them zeroed."""
     cfg = TrainConfig(data_dir=str(tiny_data), artifacts_dir=str(tmp_path), **{**TINY, "epochs": 1},
                       folds="0", use_meta=True)
     train_backbone(cfg)
-    manifest = Stage1Manifest.load(run_dir(tmp_path, "default"))
+    run = run_dir(tmp_path, "default")
+    manifest = Stage1Manifest.load(run)
     assert manifest.model["n_meta"] == 12 and "Near" in manifest.model["meta_cols"]
+    model = manifest.fold_model(0)
+    train = read_split(tiny_data, "train", require_meta=True)
+    pixels = cached_images(train.image_paths, manifest.img_size, run.image_cache, "train")
+    oof = pd.read_csv(Stage1Manifest.oof_file(run), dtype={"Id": str})
+    rows = np.array([train.ids.index(i) for i in oof["Id"]])
+    meta = train.meta()
+    assert np.ptp(meta[rows], axis=0).max() > 0  # the flags vary over these rows
+    _, real = embed_and_score(model, pixels, rows, meta=meta, device="cpu")
+    _, zeroed = embed_and_score(model, pixels, rows, meta=np.zeros_like(meta), device="cpu")
+    np.testing.assert_allclose(real.numpy(), oof["pred"].to_numpy(), atol=1e-4)
+    assert np.abs(real.numpy() - zeroed.numpy()).max() > 1e-3, "zeroing the flags must change the scores"
 
 
 def test_checkpoint_last_keeps_the_last_epoch_without_early_stopping(tiny_data, tmp_path):

@@ -1,4 +1,4 @@
-"""Done-when of issue 14 on real photos: `score` on oxford's 50 test photos reproduces infer's submission.
+"""On real photos, `score` on oxford's 50 test photos reproduces infer's submission.
 
 Real JPEGs (EXIF, many sizes, draft-mode decoding) are where a second decoder would drift. By default a
 small run is trained here (the packaged ImageNet backbone, 96 px, 2 folds, 1 epoch: quality does not
@@ -13,9 +13,11 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from inference.config import InferConfig
 from inference.infer import infer
+from pawcore.images import load_rgb
 from pipeline import main
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
@@ -50,11 +52,21 @@ def test_score_reproduces_infer_on_oxford_test_photos(tmp_path, capsys):
     code = main(["score", *map(str, photos[:6]), "--artifacts-dir", art, "--run", run, "--json", "--suggest-crop"])
     crops = json.loads(capsys.readouterr().out)
     assert code == 0
-    for r, full in zip(crops, rows):
+    saved = []
+    for r, full, photo in zip(crops, rows, photos):
         x0, y0, x1, y1 = r["crop"]["box"]
         assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
         assert (x1 - x0) >= 0.5 * r["width"] - 1 and (y1 - y0) >= 0.5 * r["height"] - 1
         # Another batch (6 photos, not 50) may change the float sums by ~1e-6, never more than infer's tolerance.
-        assert r["crop"]["score"] >= r["score"] and r["score"] == pytest.approx(full["score"], abs=1e-4)
+        assert r["score"] == pytest.approx(full["score"], abs=1e-4)
+        # The box in the upright photo's pixels, saved losslessly, to be scored again as a photo of its own.
+        saved.append(tmp_path / f"crop-{photo.stem}.png")
+        Image.fromarray(load_rgb(photo)[y0:y1, x0:x1]).save(saved[-1])
+    # The crop's reported score is the score of the pixels in its box, on portrait and landscape photos:
+    # catches a box reported in other coordinates than the pixels searched (x/y swapped, another candidate's).
+    code = main(["score", *map(str, saved), "--artifacts-dir", art, "--run", run, "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert code == 0
+    np.testing.assert_allclose([a["score"] for a in again], [r["crop"]["score"] for r in crops], atol=1e-4)
     with capsys.disabled():
         print(f"\noxford: max |score - submission| = {diff.max():.2e} over {len(rows)} photos ({art}:{run})")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from advice.crop import candidate_boxes
+from advice.crop import candidate_boxes, suggest_crop
 from advice.heatmap import occlusion_map
 from advice.photos import Photo, PhotoError, open_photo, read_photos
 from advice.score import score_photos
@@ -91,22 +91,69 @@ def test_candidate_boxes_lie_inside_and_keep_min_crop():
         candidate_boxes(10, 10, min_crop=0)
 
 
-def test_suggested_crop_is_inside_beats_the_photo_and_rescores_the_same(advice_run, test_photos, tmp_path, capsys):
+class SubjectScorer:
+    """Stands in for an Ensemble: the share of the photo a red subject fills, 0 when the frame cuts it.
+
+    It sees only the squashed pixels the crop search sends it, so a best box that contains the subject
+    shows the box reported is the box whose pixels were scored."""
+
+    size = 64
+
+    def heads(self, images, meta=None) -> dict[str, np.ndarray]:
+        px = images.pixels(self.size).astype(int)
+        red = (px[..., 0] > 150) & (px[..., 1] < 100)
+        cut = red[:, 0, :].any(1) | red[:, -1, :].any(1) | red[:, :, 0].any(1) | red[:, :, -1].any(1)
+        share = np.where(cut, 0.0, 100 * red.mean((1, 2)))
+        return {"subject:nn": share, "subject:svr": share}
+
+    def score(self, heads: dict[str, np.ndarray]) -> np.ndarray:
+        return heads["subject:nn"]
+
+
+def _photo_with_subject(width: int, height: int, centre: tuple[int, int], radius: int) -> Photo:
+    rgb = np.full((height, width, 3), 128, np.uint8)
+    cv2.circle(rgb, centre, radius, (230, 20, 20), thickness=-1)
+    ok, png = cv2.imencode(".png", rgb[:, :, ::-1])
+    return open_photo("subject.png", png.tobytes())
+
+
+@pytest.mark.parametrize("min_crop", [0.5, 0.8])
+def test_suggested_crop_frames_the_subject_and_keeps_min_crop(min_crop):
+    """Catches a crop search whose reported box is not the region it scored (x/y swapped in
+    `crop_pixels`, a box off the position grid, argmin for argmax) and one that drops --min-crop."""
+    photo = _photo_with_subject(400, 300, centre=(320, 230), radius=40)  # bottom right, 4% of the photo
+    scorer = SubjectScorer()
+    photo_score = score_photos(scorer, [photo])[0].score
+    crop = suggest_crop(scorer, photo, photo_score, min_crop=min_crop)
+    x0, y0, x1, y1 = crop.box
+    assert 0 <= x0 < x1 <= 400 and 0 <= y0 < y1 <= 300
+    assert x1 - x0 >= min_crop * 400 - 1 and y1 - y0 >= min_crop * 300 - 1
+    assert x0 <= 280 and y0 <= 190 and x1 >= 360 and y1 >= 270, f"{crop.box} cuts the subject"
+    assert crop.score > photo_score and crop.aspect != "photo"
+    # The tighter min_crop allows, the larger the subject's share: 0.5 must beat 0.8's best box.
+    if min_crop == 0.5:
+        assert (x1 - x0) * (y1 - y0) < 0.8 * 400 * 0.8 * 300
+
+
+def test_suggested_crop_rescores_the_same_and_obeys_min_crop_on_the_command_line(advice_run, test_photos,
+                                                                                tmp_path, capsys):
+    """Catches `score --min-crop` not reaching the search, and a reported crop score that is not the
+    score of the box's pixels (saved and scored again as a photo)."""
     art, _ = advice_run
     pngs = []
     for p in test_photos[:4]:  # lossless copies, so a saved crop holds exactly the searched pixels
         pngs.append(tmp_path / f"{p.stem}.png")
         Image.open(p).save(pngs[-1])
-    code, rows = _score_json(capsys, *pngs, "--artifacts-dir", art, "--suggest-crop")
+    code, rows = _score_json(capsys, *pngs, "--artifacts-dir", art, "--suggest-crop", "--min-crop", "0.7")
     assert code == 0
     crops = []
     for r, path in zip(rows, pngs):
         x0, y0, x1, y1 = r["crop"]["box"]
         assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
-        assert r["crop"]["score"] >= r["score"] and r["crop"]["gain"] == pytest.approx(r["crop"]["score"] - r["score"])
+        assert x1 - x0 >= 0.7 * r["width"] - 1 and y1 - y0 >= 0.7 * r["height"] - 1
         crops.append(tmp_path / f"crop-{path.name}")
         Image.open(path).crop((x0, y0, x1, y1)).save(crops[-1])
-    assert any(r["crop"]["gain"] > 0 for r in rows)  # the search finds something on some photo
+    assert any(r["crop"]["aspect"] != "photo" for r in rows)  # the search finds something on some photo
     # Scoring the saved crop as a photo gives the crop's reported score: the box means what it says.
     _, again = _score_json(capsys, *crops, "--artifacts-dir", art)
     np.testing.assert_allclose([a["score"] for a in again], [r["crop"]["score"] for r in rows], atol=1e-4)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import numpy as np
 import pytest
@@ -84,7 +85,23 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(client, test
     assert client.get("/api/health").json()["ok"] is True
 
 
-def test_page_is_served(client):
+def test_page_is_served_and_posts_to_the_api_it_is_served_with(client, test_photos):
+    """Catches the page and the API drifting apart (a route, form field or reply key renamed on one side
+    only: the page would load, then fail on every upload) and the page served as other than HTML. The
+    route, method, field and keys are read from the served page's script, then exercised on the app."""
     page = client.get("/")
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert 'fetch("/api/score"' in page.text and 'id="files"' in page.text
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    script = page.text[page.text.index("<script"):]
+    calls = re.findall(r'fetch\("([^"]+)",\s*\{\s*method:\s*"(\w+)"', script)
+    fields = set(re.findall(r'form\.append\("(\w+)"', script))
+    assert calls and fields, "the page no longer posts a form with fetch(): update this test with it"
+    photo = (test_photos[0].name, test_photos[0].read_bytes(), "image/jpeg")
+    for route, method in calls:
+        reply = client.request(method, route, files=[(field, photo) for field in fields])
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert set(re.findall(r"\bbody\.(\w+)", script)) - {"detail"} <= body.keys()
+        row = body["results"][0]
+        missing = set(re.findall(r"\br\.(\w+)", script)) - {"error"} - row.keys()
+        assert not missing, f"the page reads {missing}, which the API does not send"
+        assert set(re.findall(r"\br\.crop\.(\w+)", script)) <= row["crop"].keys()
