@@ -29,7 +29,7 @@ import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import cv2
@@ -139,7 +139,9 @@ class SameOrigin:
         if not self.host_ok(_hostname(netloc)):
             why = (f"Host {netloc!r} is not this server's address ({self.bound} or loopback): open the page "
                    f"through the address the server was started with")
-        elif (origin is not None and urlsplit(origin).netloc.lower() != netloc.lower()) or site == "cross-site":
+        elif scope.get("method") not in ("GET", "HEAD") and (
+                (origin is not None and urlsplit(origin).netloc.lower() != netloc.lower()) or site == "cross-site"):
+            # Only requests that do work are refused from other pages: a link to the page itself opens it.
             why = (f"the request comes from another web page ({origin or site}); only this server's own page "
                    f"may send photos to it")
         if why is None:
@@ -162,6 +164,7 @@ class Worker:
     def __init__(self, max_waiting: int):
         self.max_waiting = max_waiting
         self.jobs: collections.deque = collections.deque()
+        self.reserved = 0  # requests reading their body: each holds a slot, so uploads in memory are bounded too
         self.ready = threading.Condition(threading.RLock())
         self.seconds = 5.0  # a request's time, averaged over recent ones
         self.closed = False
@@ -171,12 +174,26 @@ class Worker:
     def full(self) -> bool:
         with self.ready:
             self.jobs = collections.deque(job for job in self.jobs if not job[0].cancelled())  # dead jobs hold no slot
-            return len(self.jobs) >= self.max_waiting
+            return len(self.jobs) + self.reserved >= self.max_waiting
 
-    def submit(self, fn: Callable, *args) -> Future:
-        future: Future = Future()
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a place in the queue while a request's body is read; Busy if there is none."""
         with self.ready:
             if self.full():
+                raise Busy()
+            self.reserved += 1
+        try:
+            yield
+        finally:
+            with self.ready:
+                self.reserved -= 1
+
+    def submit(self, fn: Callable, *args, reserved: bool = False) -> Future:
+        """Queue fn(*args); `reserved`: the caller holds a `slot`, which the job now takes over."""
+        future: Future = Future()
+        with self.ready:
+            if not reserved and self.full():
                 raise Busy()
             self.jobs.append((future, fn, args))
             self.ready.notify()
@@ -251,24 +268,6 @@ def create_app(ensemble: Ensemble, limits: Limits = Limits(), min_crop: float = 
     app = FastAPI(title="Pawpularity photo advice", lifespan=lifespan)
     page = resources.files("advice").joinpath("page.html").read_text()
 
-    def run_job(files: list[tuple[str, str, bytes]], crop: bool, heatmap: bool,
-                gone: threading.Event) -> list[dict[str, Any]] | None:
-        """On the worker thread: decode every upload, then (unless the client has gone) score them."""
-        items = [_check_type(*f) for f in files]
-        if gone.is_set():
-            return None
-        results = advise(ensemble, items, crop=crop, heatmap=heatmap, min_crop=min_crop)
-        payload = []
-        for item, result in zip(items, results):
-            row = result.to_json()
-            if isinstance(item, Photo):
-                row.update(_preview(item, result))
-            payload.append(row)
-        ranked = sorted((i for i, r in enumerate(payload) if "score" in r), key=lambda i: -payload[i]["score"])
-        for rank, i in enumerate(ranked, 1):
-            payload[i]["rank"] = rank
-        return payload
-
     @app.exception_handler(ClientDisconnect)
     async def client_left(request: Request, exc: ClientDisconnect) -> Response:
         log.info("Client %s went away during its upload; nothing was done.", _client(request))
@@ -283,29 +282,18 @@ def create_app(ensemble: Ensemble, limits: Limits = Limits(), min_crop: float = 
         return {"ok": True, "runs": ensemble.spec.runs, "weights": ensemble.spec.weights, "tta": ensemble.spec.tta,
                 "max_upload_mb": limits.max_bytes / 2**20, "max_files": limits.max_files}
 
-    def busy() -> HTTPException:
-        wait = worker.retry_after()
-        return HTTPException(503, f"The server is busy: {limits.max_waiting} requests are already waiting to be "
-                                  f"scored. Try again in about {wait} s.", headers={"Retry-After": str(wait)})
-
     @app.post("/api/score")
     async def score(request: Request, crop: bool = True, heatmap: bool = True) -> Any:
-        if worker.full():  # before reading the body: a refused request costs next to nothing
-            raise busy()
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise HTTPException(415, "Send the photos as multipart/form-data, one 'photos' field per file "
                                      "(what an HTML form with enctype=multipart/form-data sends).")
-        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files + 10)
-        uploads = [f for f in form.getlist("photos") if isinstance(f, UploadFile)]
-        if not uploads:
-            raise HTTPException(400, "No photos in the request: add one or more files in fields named 'photos'.")
-        files = [(f.filename or "(no name)", f.content_type or "", await f.read()) for f in uploads]
-        await form.close()
         gone = threading.Event()
         try:
-            future = worker.submit(run_job, files, crop, heatmap, gone)
-        except Busy:  # filled up while this body was read
-            raise busy() from None
+            with worker.slot():  # before reading the body: a refused request costs next to nothing
+                files = await _read_uploads(request, limits.max_files)
+                future = worker.submit(_run_job, ensemble, min_crop, files, crop, heatmap, gone, reserved=True)
+        except Busy:
+            raise _busy(worker) from None
         job, watch = asyncio.wrap_future(future), asyncio.ensure_future(_disconnected(request))
         unstarted = None
         try:
@@ -323,6 +311,42 @@ def create_app(ensemble: Ensemble, limits: Limits = Limits(), min_crop: float = 
         return {"results": job.result()}
 
     return SameOrigin(BodyLimit(app, limits.max_bytes), host)
+
+
+def _busy(worker: Worker) -> HTTPException:
+    wait = worker.retry_after()
+    return HTTPException(503, f"The server is busy: {worker.max_waiting} requests are already waiting to be "
+                              f"scored. Try again in about {wait} s.", headers={"Retry-After": str(wait)})
+
+
+async def _read_uploads(request: Request, max_files: int) -> list[tuple[str, str, bytes]]:
+    """(file name, declared type, bytes) of every upload in the request's 'photos' fields."""
+    form = await request.form(max_files=max_files, max_fields=max_files + 10)
+    uploads = [f for f in form.getlist("photos") if isinstance(f, UploadFile)]
+    if not uploads:
+        raise HTTPException(400, "No photos in the request: add one or more files in fields named 'photos'.")
+    files = [(f.filename or "(no name)", f.content_type or "", await f.read()) for f in uploads]
+    await form.close()
+    return files
+
+
+def _run_job(ensemble: Ensemble, min_crop: float, files: list[tuple[str, str, bytes]], crop: bool, heatmap: bool,
+             gone: threading.Event) -> list[dict[str, Any]] | None:
+    """On the worker thread: decode every upload, then (unless the client has gone) score and rank them."""
+    items = [_check_type(*f) for f in files]
+    if gone.is_set():
+        return None
+    results = advise(ensemble, items, crop=crop, heatmap=heatmap, min_crop=min_crop)
+    payload = []
+    for item, result in zip(items, results):
+        row = result.to_json()
+        if isinstance(item, Photo):
+            row.update(_preview(item, result))
+        payload.append(row)
+    ranked = sorted((i for i, r in enumerate(payload) if "score" in r), key=lambda i: -payload[i]["score"])
+    for rank, i in enumerate(ranked, 1):
+        payload[i]["rank"] = rank
+    return payload
 
 
 def _client(request: Request) -> str:

@@ -72,8 +72,9 @@ class RunPredictor:
         meta = torch.from_numpy(np.asarray(bank.meta, np.float32)) if model.n_meta else None
         nn_views, svr_views = [], []
         for flip in views:
-            on = model.head.weight.device  # wherever the backbone ran: no model moves between calls
-            emb = torch.from_numpy(bank.tuned(k, flip)).to(on)  # one forward pass feeds both heads
+            emb = torch.from_numpy(bank.tuned(k, flip))  # one forward pass feeds both heads
+            on = model.head.weight.device  # after that pass: wherever the backbone ran (none if cached)
+            emb = emb.to(on)
             logits = model.head_logits(emb, meta.to(on) if meta is not None else None)
             nn_views.append(logits_to_score(logits).cpu().numpy())
             X = bank.matrix(k, self.sources, flip, with_meta=self.stage2.use_meta)

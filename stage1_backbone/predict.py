@@ -69,8 +69,8 @@ def forward_batches(model: nn.Module, step: Step, pixels: np.ndarray, rows: np.n
             images = torch.flip(images, dims=[3])
         with exact_fp32(device):
             out = step(model, images, batch["meta"].to(device))
-        outputs.append([None if t is None else t.float().cpu() for t in out])
-    return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*outputs))
+        outputs.append(out)  # left on the device: no wait for the GPU between batches
+    return tuple(None if parts[0] is None else torch.cat(parts).float().cpu() for parts in zip(*outputs))
 
 
 def _embed_and_score(model: PawpularityNet, images: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, ...]:
