@@ -14,9 +14,19 @@ class SVRConfig(RunSettings):
     svr_backend: str = option("auto", "auto = cuML if it imports and a CUDA GPU is present, else "
                               "scikit-learn-intelex if installed, else scikit-learn.", choices=BACKENDS)
     kernel: str = option("rbf", "SVR kernel.", choices=("rbf", "linear", "poly", "sigmoid"))
-    C: float = option(20.0, "SVR regularisation C.")
-    epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points.")
-    gamma: str = option("scale", "Kernel coefficient: 'scale', 'auto' or a number.")
+    C: str = option("auto", "SVR regularisation C, or auto: C (10..3000) and the kernel width gamma (1/32..1 x "
+                    "--gamma) chosen on OOF from a grid, together with the sources, scaler and balance. A number "
+                    "fixes C, and gamma is --gamma.")
+    epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points (not searched: wider only ever "
+                            "measured worse, README).")
+    gamma: str = option("scale", "Kernel coefficient: 'scale' (1 / (n_features x variance of the SVR's input)), "
+                        "'auto' (1 / n_features) or a number; with --C auto the grid's widths are multiples of it.")
+    balance: str = option("auto", "Scale each source's block to unit total variance (fitted on each fold's train "
+                          "rows) so every source weighs the same in the RBF distance: on, off, or auto = keep "
+                          "what measures better on OOF.", choices=("auto", "on", "off"))
+    nested: str = option("auto", "Nested CV estimate of the whole choice (sources, scaler, balance, C, gamma), "
+                         "reported beside the optimistic OOF RMSE: on, off, or auto = on when training rows x "
+                         "candidate sources <= 2000 and there are >= 3 folds.", choices=("auto", "on", "off"))
     features: str = option("auto", "The SVR's feature sources, comma-separated: 'tuned' (each fold's fine-tuned "
                            "backbone), a timm model name (frozen, packaged ImageNet weights: tf_efficientnet_lite0/1/2), "
                            "MODEL=PATH (weights from a local file), MODEL:logits (its ImageNet logits), MODEL@SIZE "
