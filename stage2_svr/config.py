@@ -18,7 +18,7 @@ class SVRConfig(RunSettings):
                     "--gamma) chosen on OOF from a grid, together with the sources, scaler and balance. A number "
                     "fixes C, and gamma is --gamma.")
     epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points (not searched: wider only ever "
-                            "measured worse, README).")
+                            "measured worse on the oxford run, stage2_svr/search.py).")
     gamma: str = option("scale", "Kernel coefficient: 'scale' (1 / (n_features x variance of the SVR's input)), "
                         "'auto' (1 / n_features) or a number; with --C auto the grid's widths are multiples of it.")
     balance: str = option("auto", "Scale each source's block to unit total variance (fitted on each fold's train "
