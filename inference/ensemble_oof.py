@@ -24,10 +24,10 @@ def run_oof(run: RunDir) -> pd.DataFrame:
     return merge_oof(Stage1Manifest.oof_file(run), Stage2Manifest.oof_file(run))
 
 
-def check_shared_folds(artifacts_dir: str, runs: list[str], stage1_manifests: dict[str, Stage1Manifest]) -> None:
-    """Every run's folds.csv is the one its stage 1 trained on, and all runs have identical folds."""
-    folds = {run: read_trained_folds(run_dir(artifacts_dir, run).folds_csv, stage1_manifests[run].folds_csv_sha256,
-                                     run) for run in runs}
+def check_shared_folds(artifacts_dir: str, runs: list[str], trained_on: dict[str, str]) -> None:
+    """Every run's folds.csv is the one its stage 1 trained on (`trained_on[run]`: the SHA-256 its stage-1
+    manifest recorded), and all runs have identical folds."""
+    folds = {run: read_trained_folds(run_dir(artifacts_dir, run).folds_csv, trained_on[run], run) for run in runs}
     first = runs[0]
     for run in runs[1:]:
         if not same_folds(folds[first], folds[run]):

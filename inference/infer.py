@@ -29,7 +29,7 @@ from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.run import run_dir
 from stage2_svr.manifest import Stage2Manifest
 
-from .blend import best_weight, blend_curve, family_weights, fit_weights
+from .blend import best_weight, blend_curve, cross_fitted_rmse, family_weights, fit_weights
 from .config import InferConfig
 from .ensemble import HEAD_KINDS, Ensemble, EnsembleSpec, head_name, load_predictors
 from .ensemble_oof import check_shared_folds, ensemble_oof
@@ -108,12 +108,18 @@ def family_share(weights: dict[str, float], runs: list[str]) -> float | None:
 
 
 def svr_note(stage2: Stage2Manifest) -> str:
-    """The SVR's sources for the report; a set chosen on OOF makes its OOF RMSE slightly optimistic."""
-    note = f"SVR features: {'+'.join(stage2.features)}, scaler {'on' if stage2.standardize else 'off'}"
-    if stage2.select != "none":
-        return (note + f" (chosen on OOF by fit-svr --select {stage2.select}: the SVR's OOF RMSE is slightly "
-                "optimistic, since the set was chosen on these same rows).")
-    return note + "."
+    """The SVR head's sources and settings for the report, and how far to trust its OOF RMSE: anything
+    chosen on OOF makes it optimistic; the nested estimate (fit-svr --nested) is the honest figure."""
+    note = f"SVR features: {'+'.join(stage2.features)}; {stage2.svr_words}"
+    if not stage2.chosen_on_oof:
+        return note + " (nothing chosen on OOF: the SVR's OOF RMSE is an honest estimate)."
+    oof = f" {stage2.oof_rmse:.3f}" if stage2.oof_rmse is not None else ""
+    note += (f". Chosen on OOF by fit-svr ({', '.join(stage2.chosen_on_oof)}), so the SVR's OOF RMSE{oof} is "
+             f"optimistic")
+    if stage2.nested_rmse is None:
+        return note + f"; no nested estimate ({stage2.nested_note or 'not run'})."
+    return (note + f"; trust its nested estimate {stage2.nested_rmse:.3f} instead (the whole choice redone inside "
+            f"each fold without that fold's rows).")
 
 
 def infer(cfg: InferConfig) -> pd.DataFrame:
@@ -134,12 +140,14 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     heads = ensemble.heads(SplitImages(test.image_paths, cache, "test"), test.meta() if ensemble.needs_meta else None)
     submission = pd.DataFrame({ID_COL: test.ids, "Pawpularity": ensemble.score(heads)})
     summary = summarise(ensemble, oof)
+    if blend is None and not cfg.weights_from:  # weights fitted on OOF: their honest RMSE beside the fitted one
+        summary.cross_fitted = cross_fitted_rmse(oof, lambda rows: auto_weights(rows, planned.runs)[0])
     with exclusive(out.parent / ".infer.lock", f"{out} and its report"):
         with atomic_path(out) as tmp:  # never a partial submission.csv
             submission.to_csv(tmp, index=False)
         ensemble.spec.save(out.parent / "ensemble.json")  # what score/serve and --weights-from replay
         report = write_report(out.parent, summary.oof, summary.table, summary.head_table, summary.curve,
-                              summary.share, chosen_by, out, submission, notes)
+                              summary.share, chosen_by, out, submission, notes, summary.cross_fitted)
     print_summary(blend, cfg, ensemble, summary, chosen_by, notes)
     print(f"Submission: {out} ({len(submission)} rows)\nReport:     {report}\n")
     return submission
@@ -150,7 +158,7 @@ def check_runs(cfg: InferConfig, predictors: dict[str, RunPredictor]) -> list[st
     return the report's notes on what each run's OOF numbers mean."""
     runs = list(predictors)
     if len(runs) > 1:
-        check_shared_folds(cfg.artifacts_dir, runs, {run: p.stage1 for run, p in predictors.items()})
+        check_shared_folds(cfg.artifacts_dir, runs, {run: p.stage1.folds_csv_sha256 for run, p in predictors.items()})
     notes = []
     for run, predictor in predictors.items():
         partial = predictor.stage1.check_complete(cfg.allow_partial, "infer")
@@ -187,6 +195,7 @@ class Summary:
     curve: pd.DataFrame | None
     share: float | None
     final_label: str
+    cross_fitted: float | None = None  # --blend auto: the blend's RMSE with weights fitted without each fold
 
 
 def summarise(ensemble: Ensemble, oof: pd.DataFrame | None) -> Summary:
@@ -205,9 +214,14 @@ def summarise(ensemble: Ensemble, oof: pd.DataFrame | None) -> Summary:
     def oof_rmse(column: str) -> float:
         return rmse(oof[column], oof["target"]) if oof is not None else float("nan")
 
+    def oof_std(column: str) -> float:  # a head far below the target's std is compressed toward the mean
+        return float(oof[column].std()) if oof is not None else float("nan")
+
     head_table = pd.DataFrame(
-        [{"head": h, "OOF RMSE": oof_rmse(h), "weight": spec.weights.get(h, 0.0)} for h in head_names]
-        + [{"head": final_label, "OOF RMSE": oof_rmse("blend"), "weight": sum(spec.weights.values())}])
+        [{"head": h, "OOF RMSE": oof_rmse(h), "OOF std": oof_std(h), "weight": spec.weights.get(h, 0.0)}
+         for h in head_names]
+        + [{"head": final_label, "OOF RMSE": oof_rmse("blend"), "OOF std": oof_std("blend"),
+            "weight": sum(spec.weights.values())}])
     return Summary(oof, table, head_table, curve, share, final_label)
 
 
@@ -218,6 +232,10 @@ def print_summary(blend: float | None, cfg: InferConfig, ensemble: Ensemble, sum
         curve = summary.curve
         print(f"--blend auto: NN weight {share:.2f} (OOF RMSE {curve['rmse'].min():.3f}; "
               f"NN only {curve['rmse'].iat[-1]:.3f}, SVR only {curve['rmse'].iat[0]:.3f})")
+    if summary.cross_fitted is not None:
+        print(f"Blend fitted on OOF: {summary.head_table['OOF RMSE'].iat[-1]:.3f} (optimistic, weights chosen on "
+              f"these rows); cross-fitted: {summary.cross_fitted:.3f} (each fold scored with weights fitted on the "
+              f"other folds; trust this one).")
     print(f"\nHeads ({chosen_by}; TTA {'on' if ensemble.spec.tta else 'off'}):")
     print(format_table(summary.head_table))
     if summary.table is not None:

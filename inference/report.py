@@ -111,12 +111,13 @@ def stage1_notes(stage1: Stage1Manifest, partial: dict | None) -> list[str]:
 
 def write_report(out_dir: Path, oof: pd.DataFrame | None, table: pd.DataFrame | None, head_table: pd.DataFrame,
                  curve: pd.DataFrame | None, share: float | None, chosen_by: str, submission: Path,
-                 test_pred: pd.DataFrame, notes: Sequence[str] = ()) -> Path:
+                 test_pred: pd.DataFrame, notes: Sequence[str] = (), cross_fitted: float | None = None) -> Path:
     """Write report.md + PNGs into out_dir; return the report's path.
 
-    `head_table`: one row per head (head, OOF RMSE, weight), then the final score's row. `share`: the NN
-    weight W when the weights are `--blend W`-shaped, else None. `oof`, `table`, `curve` are None when
-    the OOF files are absent (--weights-from on a machine without them).
+    `head_table`: one row per head (head, OOF RMSE, OOF std, weight), then the final score's row. `share`:
+    the NN weight W when the weights are `--blend W`-shaped, else None. `oof`, `table`, `curve` are None
+    when the OOF files are absent (--weights-from on a machine without them). `cross_fitted`: the blend's
+    RMSE with weights fitted without each fold (--blend auto), shown beside the fitted one.
     """
     runs = list(dict.fromkeys(h.rsplit(":", 1)[0] for h in head_table["head"].iloc[:-1]))
     several = len(runs) > 1
@@ -135,11 +136,13 @@ def write_report(out_dir: Path, oof: pd.DataFrame | None, table: pd.DataFrame | 
         f"Blend: {formula} ({chosen_by}), clipped to [1, 100].", "",
         "## Heads", "",
         _markdown(head_table), "",
-        *[f"- {note}" for note in notes], "",
     ]
+    if oof is not None:
+        lines += [f"OOF std: each head's prediction spread beside the target's ({oof['target'].std():.1f}); a head "
+                  f"far below it is compressed toward the mean.", ""]
     if fitted:
-        lines += ["The final score's OOF RMSE is optimistic: its weights were fitted on these same rows. Each "
-                  "head's own OOF RMSE is not.", ""]
+        lines += _fitted_blend_lines(head_table["OOF RMSE"].iat[-1], cross_fitted)
+    lines += [*[f"- {note}" for note in notes], ""]
     plots = [PLOTS[3]]
     _weights(head_table, out_dir / PLOTS[3])
     if oof is not None:
@@ -165,6 +168,19 @@ def write_report(out_dir: Path, oof: pd.DataFrame | None, table: pd.DataFrame | 
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
     return path
+
+
+def _fitted_blend_lines(fitted: float, cross_fitted: float | None) -> list[str]:
+    """Both blend numbers, and which one to trust."""
+    if cross_fitted is None:
+        return [f"The final score's OOF RMSE ({fitted:.3f}) is optimistic: its weights were fitted on these same "
+                "rows (no cross-fitted figure: a single fold).", ""]
+    return ["| blend OOF RMSE | value | |", "|---|---|---|",
+            f"| fitted (weights chosen on all OOF rows) | {fitted:.3f} | optimistic |",
+            f"| cross-fitted (each fold scored with weights fitted on the other folds) | {cross_fitted:.3f} | "
+            "**trust this one** |", "",
+            "Both use the heads' OOF predictions: where a head's settings were chosen on OOF (see the SVR note "
+            "below), its nested estimate says how much of that to discount.", ""]
 
 
 def _markdown(table: pd.DataFrame) -> str:

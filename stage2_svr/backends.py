@@ -42,7 +42,8 @@ def resolve_backend(name: str) -> str:
         return "cuml" if cuml_usable() else "sklearnex" if sklearnex_usable() else "sklearn"
     if name == "cuml" and not cuml_usable():
         raise ConfigError("--svr-backend cuml needs cuML and a CUDA GPU. Install with `pip install -e '.[gpu]'` "
-                          "on a CUDA 12 machine, or use --svr-backend auto / sklearnex / sklearn.")
+                          "(cuml-cu13, cupy-cuda13x: for CUDA 13 torch wheels, +cu13x; with +cu12x torch, "
+                          "`pip install cuml-cu12 cupy-cuda12x`), or use --svr-backend auto / sklearnex / sklearn.")
     if name == "sklearnex" and not sklearnex_usable():
         raise ConfigError("--svr-backend sklearnex needs scikit-learn-intelex: `pip install -e '.[cpu-fast]'`, "
                           "or use --svr-backend sklearn.")

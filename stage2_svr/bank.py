@@ -57,13 +57,19 @@ class FeatureBank:
 
     def matrix(self, fold: int, sources: Sequence[Source], flip: bool = False, with_meta: bool = False) -> np.ndarray:
         """Fold `fold`'s input of a head: the sources' features side by side (+ metadata), float32."""
+        return np.concatenate(self.blocks(fold, sources, flip, with_meta), axis=1)
+
+    def blocks(self, fold: int, sources: Sequence[Source], flip: bool = False,
+               with_meta: bool = False) -> list[np.ndarray]:
+        """The blocks `matrix` puts side by side: one per source, in order, then the metadata flags (a head
+        that balances its sources scales each block on its own)."""
         blocks = [self.tuned(fold, flip) if s.tuned else self.frozen(s, flip) for s in sources]
         if with_meta:
             if self.meta is None:
                 raise ArtifactError("This stage 2 was fitted with the 12 metadata flags (--use-meta); give them "
                                     "for these images too.")
             blocks.append(np.asarray(self.meta, np.float32))
-        return np.concatenate(blocks, axis=1)
+        return blocks
 
     def tuned(self, fold: int, flip: bool = False) -> np.ndarray:
         """Fold `fold`'s fine-tuned backbone embedding (N, feature_dim): the SVR's `tuned` source and the

@@ -1,6 +1,7 @@
 """Stage-2 settings, saved resolved beside each fold's SVR."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pawcore.config import DataOptions, DeviceOptions, LoaderOptions, RunSettings, in_range, option, override
@@ -15,6 +16,17 @@ def frozen_size_value(value: str) -> str | None:
     return "use stage1, native or a number of pixels"
 
 
+def auto_or_positive(value: str) -> str | None:
+    """--C: 'auto' or a number > 0."""
+    if value == "auto":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return "must be auto or a number > 0"
+    return None if math.isfinite(number) and number > 0 else "must be auto or a number > 0"
+
+
 @dataclass
 class SVRConfig(LoaderOptions, DeviceOptions, RunSettings):
     data_dir: str = override(DataOptions, "data_dir", help="Competition layout; default: the data dir stage 1 was "
@@ -22,9 +34,19 @@ class SVRConfig(LoaderOptions, DeviceOptions, RunSettings):
     svr_backend: str = option("auto", "auto = cuML if it imports and a CUDA GPU is present, else "
                               "scikit-learn-intelex if installed, else scikit-learn.", choices=BACKENDS)
     kernel: str = option("rbf", "SVR kernel.", choices=("rbf", "linear", "poly", "sigmoid"))
-    C: float = option(20.0, "SVR regularisation C.", check=in_range(0, low_open=True))
-    epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points.", check=in_range(0))
-    gamma: str = option("scale", "Kernel coefficient: 'scale', 'auto' or a number.")
+    C: str = option("auto", "SVR regularisation C, or auto: C (10..3000) and the kernel width gamma (1/32..1 x "
+                    "--gamma) chosen on OOF from a grid, together with the sources, scaler and balance. A number "
+                    "fixes C, and gamma is --gamma.", check=auto_or_positive)
+    epsilon: float = option(0.1, "SVR epsilon-tube width, in Pawpularity points (not searched: "
+                            "stage2_svr/search.py says why).", check=in_range(0))
+    gamma: str = option("scale", "Kernel coefficient: 'scale' (1 / (n_features x variance of the SVR's input)), "
+                        "'auto' (1 / n_features) or a number; with --C auto the grid's widths are multiples of it.")
+    balance: str = option("auto", "Scale each source's block to unit total variance (fitted on each fold's train "
+                          "rows) so every source weighs the same in the RBF distance: on, off, or auto = keep "
+                          "what measures better on OOF.", choices=("auto", "on", "off"))
+    nested: str = option("auto", "Nested CV estimate of the whole choice (sources, scaler, balance, C, gamma), "
+                         "reported beside the optimistic OOF RMSE: on, off, or auto = on when training rows x "
+                         "candidate sources <= 2000 and there are >= 3 folds.", choices=("auto", "on", "off"))
     features: str = option("auto", "The SVR's feature sources, comma-separated: 'tuned' (each fold's fine-tuned "
                            "backbone), a timm model name (frozen, packaged ImageNet weights: tf_efficientnet_lite0/1/2), "
                            "MODEL=PATH (weights from a local file), MODEL:logits (its ImageNet logits), MODEL@SIZE "

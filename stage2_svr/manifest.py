@@ -1,10 +1,11 @@
 """Stage 2's manifest and file layout: what fit-svr wrote, read back by infer and score.
 
-    stage2/fold{k}/head.joblib     the fold's head: Pipeline([scaler or "passthrough", svr]) (stage2_svr/head.py)
-    stage2/fold{k}/config.json     the fold's settings and chosen sources
+    stage2/fold{k}/head.joblib     the fold's head: Pipeline([scaler, balance, svr]) (stage2_svr/head.py)
+    stage2/fold{k}/config.json     the fold's settings, chosen sources, C and gamma (as a number)
     stage2/fold{k}/oof.csv         the fold's out-of-fold SVR predictions
     stage2/oof_svr.csv             all folds' OOF rows
-    stage2/selection.csv           the feature selection's table (when sources were selected)
+    stage2/selection.csv           the choice's table (when anything was chosen on OOF)
+    stage2/nested.csv              the nested estimate's choice per outer fold (when it ran)
     stage2/manifest.json           written last: the chosen sources, settings, files and their SHA-256
 """
 from __future__ import annotations
@@ -44,6 +45,17 @@ class Stage2Manifest(Manifest):
     backend: str
     select: str
     partial_stage1: dict | None = None
+    # The SVR's settings (fields added after version 2; a manifest without them had C=20, gamma 'scale',
+    # no balance, and chose its sources and scaler on OOF when `select` was not 'none').
+    C: float = 20.0
+    gamma: str = "scale"                  # the base the factor multiplies: 'scale', 'auto' or a number
+    gamma_factor: float = 1.0
+    epsilon: float = 0.1
+    balance: bool = False
+    chosen_on_oof: tuple[str, ...] = ()   # what fit-svr chose on the OOF rows: sources, scaler, balance, C, gamma
+    oof_rmse: float | None = None         # the SVR head's OOF RMSE (optimistic when chosen_on_oof)
+    nested_rmse: float | None = None      # its nested-CV estimate (stage2_svr/nested.py), None when not run
+    nested_note: str = ""                 # why it ran or not
 
     # --- the stage's files: Stage2Manifest.head_file(run, k) etc. --------------------------------
     head_file = fold_file("head.joblib")
@@ -51,6 +63,7 @@ class Stage2Manifest(Manifest):
     fold_oof_file = fold_file("oof.csv")
     oof_file = stage_file("oof_svr.csv")
     selection_file = stage_file("selection.csv")
+    nested_file = stage_file("nested.csv")
 
     # --- reading ---------------------------------------------------------------------------------
     @classmethod
@@ -62,7 +75,15 @@ class Stage2Manifest(Manifest):
                    stage1_manifest_sha256=str(raw["stage1_manifest_sha256"]), oof_svr_sha256=str(raw["oof_svr_sha256"]),
                    features=features, frozen=frozen, n_features=int(raw["n_features"]), use_meta=bool(raw["use_meta"]),
                    standardize=bool(raw["standardize"]), backend=str(raw["backend"]), select=str(raw["select"]),
-                   partial_stage1=raw.get("partial_stage1"))
+                   partial_stage1=raw.get("partial_stage1"), **_settings(raw))
+
+    @property
+    def svr_words(self) -> str:
+        """'C=300, gamma=1/8 x scale, epsilon 0.1, scaler off, balance on' for reports."""
+        from .head import factor_words
+
+        return (f"C={self.C:g}, gamma={factor_words(self.gamma_factor)} x {self.gamma}, epsilon {self.epsilon:g}, scaler "
+                f"{'on' if self.standardize else 'off'}, balance {'on' if self.balance else 'off'}")
 
     def fold_files(self) -> dict[int, dict[str, str]]:
         return {k: fold.files for k, fold in self.folds.items()}
@@ -106,3 +127,16 @@ class Stage2Manifest(Manifest):
                                     f"{self.frozen[s.spec]['weights_sha256'][:12]}..., but the weights here are "
                                     f"{sha[:12]}... (another version). Install the version it was fitted with, "
                                     f"or re-fit: {refit}.")
+
+
+def _settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """The SVR settings of a manifest, with what older files (without these fields) did."""
+    old_choice = {"auto": ("sources", "scaler"), "sources": ("sources",)}.get(raw["select"], ())
+    nested = raw.get("nested_rmse")
+    oof = raw.get("oof_rmse")
+    return dict(C=float(raw.get("C", 20.0)), gamma=str(raw.get("gamma", "scale")),
+                gamma_factor=float(raw.get("gamma_factor", 1.0)), epsilon=float(raw.get("epsilon", 0.1)),
+                balance=bool(raw.get("balance", False)),
+                chosen_on_oof=tuple(str(c) for c in raw.get("chosen_on_oof", old_choice)),
+                oof_rmse=None if oof is None else float(oof), nested_rmse=None if nested is None else float(nested),
+                nested_note=str(raw.get("nested_note", "")))

@@ -1,96 +1,135 @@
-"""Choosing the SVR's sources on OOF: greedy forward selection, with and without the scaler.
+"""Choosing the head on OOF: the sources by greedy forward selection, the input preparation (scaler,
+balanced sources) and the SVR's C and kernel width from a grid.
 
-Start from nothing; at each step add the source whose addition gives the lowest SVR OOF RMSE over the
-run's folds; stop when no source lowers it. Run once per scaler setting and keep the better. (The
-winning 2021 solution chose its frozen-model concatenation the same way, by hill climbing on OOF.)
+For each preparation to try: start from nothing; at each step add the source whose addition gives the
+lowest SVR OOF RMSE over the run's folds, each set scored at its best point of a coarse (C, gamma) grid;
+stop when no source lowers it. Then the final set's C and gamma are chosen on a fine grid, and the
+preparation with the lowest OOF RMSE wins. (The winning 2021 solution chose its frozen-model
+concatenation the same way, by hill climbing on OOF.)
 
-The chosen set's OOF RMSE was minimised on those same rows, so it is slightly optimistic.
+Everything here is chosen on the rows it is scored on, so the chosen OOF RMSE is optimistic;
+stage2_svr/nested.py measures by how much.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from pawcore.metrics import rmse
-
-from .head import SVRParams, fit_head
+from .head import Prep, SVRParams, factor_words
+from .search import GridPoint, MatrixFn, best_point, grid_oof
 
 log = logging.getLogger(__name__)
 
-# (sources in order, fold) -> that fold's (N, D) float32 matrix of all rows
-MatrixFn = Callable[[tuple[str, ...], int], np.ndarray]
 
+@dataclass(frozen=True)
+class Space:
+    """What the choice ranges over: preparations, the grid that ranks source sets, the grid the chosen
+    set's C and gamma come from (empty: keep the ranking grid's point), and whether to choose sources."""
 
-def oof_rmse(matrix: MatrixFn, names: tuple[str, ...], fold_of: np.ndarray, targets: np.ndarray,
-             params: SVRParams, scale: bool, folds: Sequence[int] | None = None) -> tuple[float, int]:
-    """(SVR OOF RMSE over the rows of `folds`, feature width) of one source set.
-
-    `folds` defaults to every fold in `fold_of`; a partial stage 1 (`--allow-partial`) passes the trained
-    ones, since a missing fold has no fine-tuned backbone to embed its rows with.
-    """
-    folds = np.unique(fold_of) if folds is None else np.asarray(folds)
-    pred = np.full(len(targets), np.nan)
-    width = 0
-    for k in folds:
-        X = matrix(names, int(k))
-        width = int(X.shape[1])
-        tr, va = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-        pred[va] = fit_head(X, tr, va, targets, params, scale)[1]
-    scored = np.isin(fold_of, folds)
-    return rmse(pred[scored], targets[scored]), width
+    preps: tuple[Prep, ...] = (Prep(),)
+    coarse: tuple[GridPoint, ...] = ((20.0, 1.0),)
+    fine: tuple[GridPoint, ...] = ()
+    select_sources: bool = True
 
 
 @dataclass
 class Selection:
     sources: list[str]
-    standardize: bool
+    prep: Prep
+    C: float
+    gamma_factor: float
     rmse: float
-    table: pd.DataFrame  # one row per evaluated set: step, sources, standardize, n_features, oof_rmse
+    table: pd.DataFrame  # one row per evaluated set: step, sources, standardize, balance, n_features, C, gamma, oof_rmse
+
+    @property
+    def standardize(self) -> bool:
+        return self.prep.standardize
+
+
+class _Scorer:
+    """Each (source set, effective preparation, grid) scored once: (best OOF RMSE, its grid point, width)."""
+
+    def __init__(self, matrix: MatrixFn, fold_of: np.ndarray, targets: np.ndarray, params: SVRParams,
+                 folds: Sequence[int] | None):
+        self.matrix, self.fold_of, self.targets, self.params = matrix, fold_of, targets, params
+        self.folds = sorted(np.unique(fold_of)) if folds is None else list(folds)
+        self.memo: dict[tuple, tuple[float, GridPoint, int]] = {}
+
+    def effective(self, names: tuple[str, ...], prep: Prep) -> Prep:
+        return prep.effective(self.matrix(names, int(self.folds[0]))[1])
+
+    def __call__(self, names: tuple[str, ...], prep: Prep, grid: tuple[GridPoint, ...]) -> tuple[float, GridPoint, int]:
+        key = (names, self.effective(names, prep), grid)
+        if key not in self.memo:
+            t0 = time.perf_counter()
+            scores, width = grid_oof(self.matrix, names, self.fold_of, self.targets, self.params, key[1], grid,
+                                     self.folds)
+            point, value = best_point(scores)
+            self.memo[key] = (value, point, width)
+            log.info("  %s, %s: %d features, OOF RMSE %.4f at C=%g gamma=%g x %s (%d settings, %.1fs)",
+                     "+".join(names), _prep_words(key[1]), width, value, point[0], point[1], self.params.gamma,
+                     len(grid), time.perf_counter() - t0)
+        return self.memo[key]
 
 
 def forward_select(candidates: list[str], matrix: MatrixFn, fold_of: np.ndarray, targets: np.ndarray,
-                   params: SVRParams, scalers: tuple[bool, ...] = (False, True),
-                   folds: Sequence[int] | None = None) -> Selection:
-    """Greedy forward selection of `candidates` on OOF RMSE, once per scaler setting; the better wins.
+                   params: SVRParams, space: Space = Space(), folds: Sequence[int] | None = None) -> Selection:
+    """The sources (greedy forward selection when `space.select_sources`, else all candidates), the
+    preparation and (C, gamma factor) with the lowest OOF RMSE.
 
-    Table rows: 'alone' (each source by itself), 'step N' (the set after the N-th addition), 'chosen'.
+    Table rows: 'alone' (each source by itself), 'step N' (the set after the N-th addition), 'all' (the
+    given set, without selection), 'grid' (the final set on the fine grid), 'chosen'.
     """
+    score = _Scorer(matrix, fold_of, targets, params, folds)
     rows, finals = [], []
-    for scale in scalers:
-        scores: dict[tuple[str, ...], tuple[float, int]] = {}  # each set fitted once per scaler setting
+    for prep in space.preps:
+        names, value, point, width = _greedy(candidates, prep, space, score, rows)
+        if space.fine:
+            value, point, width = score(names, prep, space.fine)
+            rows.append(("grid", names, prep, width, point, value))
+        finals.append((value, names, score.effective(names, prep), point, width))
+    value, names, prep, point, width = min(finals, key=lambda f: f[0])
+    rows.append(("chosen", names, prep, width, point, value))
+    table = pd.DataFrame([{"step": step, "sources": "+".join(n), "standardize": p.standardize, "balance": p.balance,
+                           "n_features": w, "C": pt[0], "gamma": pt[1], "oof_rmse": v}
+                          for step, n, p, w, pt, v in rows])
+    return Selection(list(names), prep, point[0], point[1], float(value), table)
 
-        def score(names: tuple[str, ...]) -> tuple[float, int]:
-            if names not in scores:
-                t0 = time.perf_counter()
-                scores[names] = oof_rmse(matrix, names, fold_of, targets, params, scale, folds)
-                log.info("  %s, scaler %s: %d features, OOF RMSE %.4f (%.1fs)", "+".join(names),
-                         "on" if scale else "off", scores[names][1], scores[names][0], time.perf_counter() - t0)
-            return scores[names]
 
-        for c in candidates:
-            rows.append(("alone", (c,), scale, *score((c,))))
-        chosen: tuple[str, ...] = ()
-        best = np.inf
-        while len(chosen) < len(candidates):
-            trials = {chosen + (c,): score(chosen + (c,)) for c in candidates if c not in chosen}
-            names, (value, width) = min(trials.items(), key=lambda kv: kv[1][0])
-            if value >= best:  # no source lowers OOF RMSE: stop
-                break
-            chosen, best = names, value
-            rows.append((f"step {len(chosen)}", chosen, scale, value, width))
-        finals.append((best, scale, chosen, scores[chosen][1]))
-    best, scale, chosen, width = min(finals, key=lambda f: f[0])
-    rows.append(("chosen", chosen, scale, best, width))
-    table = pd.DataFrame([{"step": step, "sources": "+".join(names), "standardize": s, "n_features": w,
-                           "oof_rmse": v} for step, names, s, v, w in rows])
-    return Selection(list(chosen), scale, float(best), table)
+def _greedy(candidates: list[str], prep: Prep, space: Space, score: _Scorer,
+            rows: list) -> tuple[tuple[str, ...], float, GridPoint, int]:
+    """Forward selection under one preparation on the coarse grid -> (set, OOF RMSE, grid point, width)."""
+    if not space.select_sources:
+        names = tuple(candidates)
+        value, point, width = score(names, prep, space.coarse)
+        rows.append(("all", names, prep, width, point, value))
+        return names, value, point, width
+    for c in candidates:
+        value, point, width = score((c,), prep, space.coarse)
+        rows.append(("alone", (c,), prep, width, point, value))
+    chosen: tuple[str, ...] = ()
+    best = (np.inf, space.coarse[0], 0)
+    while len(chosen) < len(candidates):
+        trials = {chosen + (c,): score(chosen + (c,), prep, space.coarse) for c in candidates if c not in chosen}
+        names, result = min(trials.items(), key=lambda kv: kv[1][0])
+        if result[0] >= best[0]:  # no source lowers OOF RMSE: stop
+            break
+        chosen, best = names, result
+        rows.append((f"step {len(chosen)}", chosen, prep, result[2], result[1], result[0]))
+    return chosen, *best
+
+
+def _prep_words(prep: Prep) -> str:
+    return f"scaler {'on' if prep.standardize else 'off'}, balance {'on' if prep.balance else 'off'}"
 
 
 def format_selection(table: pd.DataFrame) -> str:
-    shown = table.assign(standardize=table["standardize"].map({True: "on", False: "off"}))
+    onoff = {True: "on", False: "off"}
+    shown = table.assign(standardize=table["standardize"].map(onoff), balance=table["balance"].map(onoff),
+                         C=table["C"].map(lambda v: f"{v:g}"), gamma=table["gamma"].map(factor_words))
     return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -141,6 +141,6 @@ def test_bad_choice_in_yaml(tmp_path):
 
 def test_fit_svr_and_infer_flags():
     args = build_parser().parse_args(["fit-svr", "--svr-backend", "sklearn", "--C", "5", "--no-standardize"])
-    assert (args.svr_backend, args.C, args.standardize) == ("sklearn", 5.0, False)
+    assert (args.svr_backend, float(args.C), args.standardize) == ("sklearn", 5.0, False)  # --C also takes 'auto'
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fit-svr", "--svr-backend", "gpu-magic"])

@@ -132,7 +132,7 @@ def test_check_shared_folds_names_both_runs_and_the_fix(tmp_path):
         path = tmp_path / run / "folds.csv"
         path.parent.mkdir()
         _folds(["x", "y", "z", "w"], folds).to_csv(path, index=False)
-        manifests[run] = {"folds_csv_sha256": sha256_file(path)}
+        manifests[run] = sha256_file(path)
     with pytest.raises(ArtifactError, match=r"Runs 'a' and 'b' have different folds.*--folds-from a"):
         check_shared_folds(str(tmp_path), ["a", "b"], manifests)
     check_shared_folds(str(tmp_path), ["a", "a"], manifests)  # identical folds pass

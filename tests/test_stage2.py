@@ -106,7 +106,8 @@ def test_stage2_artifacts_and_table(tiny_run):
         head = manifest.load_head(k)
         scaler, svr = head.named_steps["scale"], head.named_steps["svr"]
         assert hasattr(svr, "support_vectors_") and scaler.mean_.shape == (256,)
-        assert json.loads(Stage2Manifest.fold_config_file(run, k).read_text())["svr"]["C"] == 20.0
+        record = json.loads(Stage2Manifest.fold_config_file(run, k).read_text())
+        assert record["C"] == svr.C == manifest.C and record["gamma"] == svr.gamma  # the saved head's settings
 
 
 def test_embedding_cache_reused_then_invalidated(run_copy, monkeypatch):
