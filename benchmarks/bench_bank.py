@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_bank.py --art /tmp/bank-bench --write  # and puts the rows in RESULTS.md
 
 On ../shared/data/oxford-pets-370 with `train-backbone --img-size 160 --epochs 2` (trained once, shared by
-both). Each fit-svr starts cold: the fine-tuned embedding cache (stage2/emb), the frozen-feature cache
+both). Each fit-svr starts cold: the feature cache of every source, fine-tuned and frozen
 (<art>/features) and the decoded images at the frozen models' sizes are removed first, so the time
 includes every decode and forward pass (the decoded images at stage 1's size are kept: both read them). The bank is then run once more warm, to show what a second
 fit-svr with other SVR settings costs. Prints markdown rows; --write replaces the bank section of
@@ -66,7 +66,6 @@ def main() -> int:
 
     def cold() -> None:
         shutil.rmtree(art / "features", ignore_errors=True)
-        shutil.rmtree(art / args.run / "stage2" / "emb", ignore_errors=True)
         for decoded in (art / "cache").glob("images-train-*px-*.npy"):  # frozen models' own sizes: decode again
             if f"-{size}px-" not in decoded.name:
                 decoded.unlink()

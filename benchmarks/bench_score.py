@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advice.advise import advise  # noqa: E402
 from advice.photos import open_photo  # noqa: E402
-from advice.score import load_ensemble  # noqa: E402
+from inference.ensemble import load_ensemble  # noqa: E402
 
 
 def bare_forward(ensemble, pixels: dict[int, torch.Tensor]) -> None:

@@ -58,8 +58,9 @@ def parse_runs(cfg: InferConfig) -> list[str]:
 def output_paths(cfg: InferConfig, runs: list[str]) -> tuple[Path, Path]:
     """(submission path, cache dir). Defaults stay out of read-only artifacts, with a clear error if not."""
     first = run_dir(cfg.artifacts_dir, runs[0])
-    default = (first.root if len(runs) == 1 else Path(cfg.artifacts_dir) / "ensembles" / "+".join(runs))
-    out = Path(cfg.out) if cfg.out else default / "submission.csv"
+    default = (first.submission_csv if len(runs) == 1
+               else Path(cfg.artifacts_dir) / "ensembles" / "+".join(runs) / first.submission_csv.name)
+    out = Path(cfg.out) if cfg.out else default
     if not _writable(out.parent):
         raise ConfigError(f"Cannot write the submission to {out.parent} (read-only; e.g. artifacts mounted as a "
                           f"Kaggle input). Pass --out to a writable place, e.g. --out /kaggle/working/submission.csv.")

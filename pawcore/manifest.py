@@ -51,8 +51,13 @@ class Manifest:
         return f"`python pipeline.py {cls.COMMAND} --run {run.run} --artifacts-dir {run.artifacts_dir}`"
 
     def fold_files(self) -> dict[int, dict[str, str]]:
-        """{fold: {relative path: SHA-256}} of every file the stage wrote per fold."""
-        raise NotImplementedError
+        """{fold: {relative path: SHA-256}} of every file the stage wrote per fold (`folds` maps each fold
+        to a record with `files`)."""
+        return {k: fold.files for k, fold in getattr(self, "folds").items()}
+
+    def recorded_sha256(self, path: Path, fold: int) -> str:
+        """The SHA-256 the manifest recorded for one of fold `fold`'s files (KeyError if not listed)."""
+        return self.fold_files()[fold][str(path.relative_to(self.stage_dir(self.run)))]
 
     @property
     def folds_present(self) -> list[int]:

@@ -34,6 +34,11 @@ class RunDir:
         return self.artifacts_dir / "cache"
 
     @property
+    def submission_csv(self) -> Path:
+        """Where infer writes this run's submission (and report.md, ensemble.json) unless --out says otherwise."""
+        return self.root / "submission.csv"
+
+    @property
     def feature_cache(self) -> Path:
         return self.artifacts_dir / "features"
 

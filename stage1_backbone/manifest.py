@@ -58,6 +58,8 @@ class Stage1Manifest(Manifest):
     done_file = fold_file("done.json")
     fold_oof_file = fold_file("oof.csv")
     oof_file = stage_file("oof_nn.csv")
+    lock_file = fold_file(".lock")                        # held while the fold trains
+    last_checkpoint = fold_file("checkpoints/last.ckpt")  # an interrupted fold resumes from it
 
     # --- reading ---------------------------------------------------------------------------------
     @classmethod
@@ -67,17 +69,17 @@ class Stage1Manifest(Manifest):
         model = dict(raw["model"])
         for key in ("backbone", "img_size", "n_meta", "feature_dim"):
             model[key]  # noqa: B018  (a KeyError names the missing key: a damaged file)
-        return cls(run, folds, int(raw["n_folds"]), bool(raw["complete"]), str(raw["data_dir"]),
-                   str(raw["folds_csv_sha256"]), str(raw["oof_nn_sha256"]), model,
-                   {str(k): float(v) for k, v in raw["mean_baseline"].items()}, str(raw.get("checkpoint", "best")),
-                   raw.get("folds_from"))
-
-    def fold_files(self) -> dict[int, dict[str, str]]:
-        return {k: fold.files for k, fold in self.folds.items()}
+        manifest = cls(run, folds, int(raw["n_folds"]), bool(raw["complete"]), str(raw["data_dir"]),
+                      str(raw["folds_csv_sha256"]), str(raw["oof_nn_sha256"]), model,
+                      {str(k): float(v) for k, v in raw["mean_baseline"].items()}, str(raw.get("checkpoint", "best")),
+                      raw.get("folds_from"))
+        for k in manifest.folds:
+            manifest.weights_sha256(k)  # every fold lists its weights (a KeyError: a damaged file)
+        return manifest
 
     def weights_sha256(self, fold: int) -> str:
         """The fold's weights as recorded (and, after `load`, verified): the key of its feature caches."""
-        return self.folds[fold].files[str(self.weights_file(self.run, fold).relative_to(self.stage_dir(self.run)))]
+        return self.recorded_sha256(self.weights_file(self.run, fold), fold)
 
     def fold_model_config(self, fold: int) -> dict[str, Any]:
         path = self.fold_config_file(self.run, fold)

@@ -26,7 +26,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from pawcore.artifacts import atomic_path, read_json, sha256_file, write_csv, write_json
+from pawcore.artifacts import atomic_path, read_json_object, sha256_file, write_csv, write_json
 from pawcore.config import parse_folds
 from pawcore.data import ID_COL, META_COLS, read_split
 from pawcore.errors import ArtifactError, ConfigError
@@ -82,7 +82,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     with contextlib.ExitStack() as locks:
         if is_global_zero():  # other ranks follow rank 0; they never write
             for k in folds_to_train:
-                locks.enter_context(exclusive(LAYOUT.fold_dir(run, k) / ".lock", f"{STAGE} fold {k} of run {cfg.run!r}"))
+                locks.enter_context(exclusive(LAYOUT.lock_file(run, k), f"{STAGE} fold {k} of run {cfg.run!r}"))
         for k in folds_to_train:
             if fold_finished(run, k, cfg):
                 log.info("fold %d: already finished with these settings, skipped (delete %s to retrain)",
@@ -110,7 +110,17 @@ def normalisation(cfg: TrainConfig) -> tuple[list[float] | None, list[float] | N
 
 def fold_finished(run: RunDir, k: int, cfg: TrainConfig) -> bool:
     done = LAYOUT.done_file(run, k)
-    return done.is_file() and model_settings(read_json(done)["train"]) == model_settings(cfg)
+    return done.is_file() and model_settings(_fold_json(run, done, "train")) == model_settings(cfg)
+
+
+def _retrain(run: RunDir, fold_file) -> str:
+    return (f"`python pipeline.py train-backbone --run {run.run} --artifacts-dir {run.artifacts_dir} --folds "
+            f"{fold_file.parent.name.removeprefix('fold')}` after deleting {fold_file.parent}")
+
+
+def _fold_json(run: RunDir, path, key: str):
+    """`key` of a fold's done.json or config.json; a damaged file is an ArtifactError naming the fix."""
+    return read_json_object(path, _retrain(run, path), (key,))[key]
 
 
 def _on_gpu(cfg: TrainConfig) -> bool:
@@ -132,8 +142,8 @@ def _devices(text: str):
 def _resume_checkpoint(run: RunDir, k: int, cfg: TrainConfig) -> str | None:
     """checkpoints/last.ckpt of an interrupted run of this fold with the same settings, if any."""
     fold_dir, config = LAYOUT.fold_dir(run, k), LAYOUT.fold_config_file(run, k)
-    last = fold_dir / "checkpoints" / "last.ckpt"
-    if last.is_file() and config.is_file() and model_settings(read_json(config)["train"]) == model_settings(cfg):
+    last = LAYOUT.last_checkpoint(run, k)
+    if last.is_file() and config.is_file() and model_settings(_fold_json(run, config, "train")) == model_settings(cfg):
         log.info("fold %s: resuming from %s", fold_dir.name, last)
         return str(last)
     return None
@@ -290,7 +300,7 @@ def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -
             run, folds=finished, n_folds=cfg.n_folds, complete=not missing,
             data_dir=str(os.path.abspath(cfg.data_dir)), folds_csv_sha256=sha256_file(run.folds_csv),
             oof_nn_sha256=sha256_file(LAYOUT.oof_file(run)),
-            model=read_json(LAYOUT.fold_config_file(run, min(finished)))["model"], mean_baseline=baselines,
+            model=_fold_json(run, LAYOUT.fold_config_file(run, min(finished)), "model"), mean_baseline=baselines,
             checkpoint=",".join(sorted({f.checkpoint for f in finished.values()})), folds_from=cfg.folds_from or None,
         ).write()
     return oof_table(oof, {"NN head": "pred"}, baselines)
@@ -301,7 +311,7 @@ def _finished_folds(run: RunDir, cfg: TrainConfig) -> dict[int, Stage1Fold]:
     compat = {key: getattr(cfg, key) for key in COMPAT_KEYS}
     finished = {}
     for done_path in sorted(LAYOUT.stage_dir(run).glob("fold*/done.json")):
-        done = read_json(done_path)
+        done = read_json_object(done_path, _retrain(run, done_path), ("compat", "fold", "files", "val_rmse"))
         if done["compat"] != compat:
             log.warning("%s was trained with %s, this run uses %s: left out. Re-train it with --folds %d.",
                         done_path.parent, done["compat"], compat, done["fold"])

@@ -77,7 +77,7 @@ class FeatureBank:
         key = (TUNED, fold, flip)
         if key not in self._memo:
             size, weights = self.stage1.img_size, self.stage1.weights_sha256(fold)
-            (emb,) = self._computed(f"{TUNED}-fold{fold}", size, weights, flip, ("emb",),
+            (emb,) = self._computed(f"{TUNED}-fold{fold}", size, weights, flip, ("emb",), "emb",
                                     lambda: forward_batches(self.fold_model(fold), _embed_step, self._pixels(size),
                                                             batch_size=self.batch_size, device=self.device, flip=flip,
                                                             num_workers=self.num_workers,
@@ -96,6 +96,7 @@ class FeatureBank:
             size = input_size(source)
             emb, logits = self._computed(
                 source.model.replace("/", "_"), size, weights_sha256(source), flip, ("emb", "logits"),
+                "logits" if source.logits else "emb",
                 lambda: forward_batches(load_frozen(source), frozen_step, self._pixels(size),
                                         batch_size=self.batch_size, device=self.device, flip=flip,
                                         num_workers=self.num_workers,
@@ -111,16 +112,16 @@ class FeatureBank:
         return {s.spec: {"weights_sha256": weights_sha256(s), "size": input_size(s), "dim": int(self.frozen(s).shape[1])}
                 for s in sources if not s.tuned}
 
-    def _computed(self, name: str, size: int, weights: str, flip: bool, kinds: tuple[str, ...],
+    def _computed(self, name: str, size: int, weights: str, flip: bool, kinds: tuple[str, ...], need: str,
                   compute: Callable[[], tuple[torch.Tensor | None, ...]]) -> list[np.ndarray | None]:
-        """The outputs of one forward pass (one per kind), read from the cache or computed and saved."""
+        """The outputs of one forward pass (one per kind), read from the cache when the kind `need` is
+        there, else computed and saved."""
         paths = self._cache_files(name, size, weights, flip, kinds)
-        if paths and paths[0].is_file():
-            first = np.load(paths[0])
-            if len(first) == len(self):
-                log.info("Feature cache hit: %s", paths[0].name)
-                rest = [np.load(p) if p.is_file() else None for p in paths[1:]]
-                return [first, *rest]
+        if paths and paths[kinds.index(need)].is_file():
+            arrays = [np.load(p) if p.is_file() else None for p in paths]
+            if len(arrays[kinds.index(need)]) == len(self):
+                log.info("Feature cache hit: %s", paths[kinds.index(need)].name)
+                return arrays
         arrays = [None if t is None else t.numpy() for t in compute()]
         for path, array in zip(paths, arrays):
             if array is not None:

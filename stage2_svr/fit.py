@@ -35,7 +35,7 @@ from stage1_backbone.manifest import Stage1Manifest
 from .backends import parse_gamma, resolve_backend
 from .bank import FeatureBank
 from .config import SVRConfig
-from .head import Prep, SVRParams, factor_words, fit_head, portable_head
+from .head import Prep, SVRParams, factor_words, fit_head, portable_head, predict
 from .manifest import Stage2Fold, Stage2Manifest
 from .nested import Nested, nested_oof, nested_wanted
 from .search import COARSE, FINE, MatrixFn
@@ -197,7 +197,9 @@ def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: Featur
         X, widths = matrix(names, k)
         tr, va = rows.split(k)
         t0 = time.perf_counter()
-        head, pred = fit_head(X, tr, va, rows.targets, choice.params, choice.prep, widths)
+        head, _ = fit_head(X, tr, va, rows.targets, choice.params, choice.prep, widths)
+        head = portable_head(head)  # the OOF comes from the very head infer loads (cuML -> scikit-learn)
+        pred = predict(head, X[va])
         log.info("fold %d: head fitted on %d x %d in %.1fs", k, len(tr), X.shape[1], time.perf_counter() - t0)
         oof = pd.DataFrame({ID_COL: rows.ids[va], "fold": k, "target": rows.targets[va], "pred": pred})
         record = {"fold": k, "backend": choice.params.backend, "stage1_weights_sha256": stage1.weights_sha256(k),
@@ -215,7 +217,9 @@ def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: Featur
 def _save_fold(run: RunDir, k: int, head, record: dict, oof: pd.DataFrame) -> Stage2Fold:
     files = [LAYOUT.head_file(run, k), LAYOUT.fold_config_file(run, k), LAYOUT.fold_oof_file(run, k)]
     with atomic_path(files[0]) as tmp:
-        joblib.dump(portable_head(head), tmp)
+        joblib.dump(head, tmp)
+    for legacy in ("svr.joblib", "scaler.joblib"):  # a stage 2 written before heads were one Pipeline
+        (LAYOUT.fold_dir(run, k) / legacy).unlink(missing_ok=True)
     write_json(files[1], record)
     write_csv(files[2], oof)
     return Stage2Fold(file_digests(LAYOUT.stage_dir(run), files))

@@ -71,11 +71,14 @@ class Stage2Manifest(Manifest):
         features = [str(s) for s in raw["features"]]
         frozen = {str(k): {"weights_sha256": str(v["weights_sha256"]), "size": int(v["size"]), "dim": int(v["dim"])}
                   for k, v in raw["frozen"].items()}
-        return cls(run, folds={int(k): Stage2Fold(files_of(v)) for k, v in raw["folds"].items()},
-                   stage1_manifest_sha256=str(raw["stage1_manifest_sha256"]), oof_svr_sha256=str(raw["oof_svr_sha256"]),
-                   features=features, frozen=frozen, n_features=int(raw["n_features"]), use_meta=bool(raw["use_meta"]),
-                   standardize=bool(raw["standardize"]), backend=str(raw["backend"]), select=str(raw["select"]),
-                   partial_stage1=raw.get("partial_stage1"), **_settings(raw))
+        manifest = cls(run, folds={int(k): Stage2Fold(files_of(v)) for k, v in raw["folds"].items()},
+                      stage1_manifest_sha256=str(raw["stage1_manifest_sha256"]), oof_svr_sha256=str(raw["oof_svr_sha256"]),
+                      features=features, frozen=frozen, n_features=int(raw["n_features"]), use_meta=bool(raw["use_meta"]),
+                      standardize=bool(raw["standardize"]), backend=str(raw["backend"]), select=str(raw["select"]),
+                      partial_stage1=raw.get("partial_stage1"), **_settings(raw))
+        for k in manifest.folds:
+            manifest.recorded_sha256(manifest.head_file(run, k), k)  # every fold lists its head
+        return manifest
 
     @property
     def svr_words(self) -> str:
@@ -84,9 +87,6 @@ class Stage2Manifest(Manifest):
 
         return (f"C={self.C:g}, gamma={factor_words(self.gamma_factor)} x {self.gamma}, epsilon {self.epsilon:g}, scaler "
                 f"{'on' if self.standardize else 'off'}, balance {'on' if self.balance else 'off'}")
-
-    def fold_files(self) -> dict[int, dict[str, str]]:
-        return {k: fold.files for k, fold in self.folds.items()}
 
     @property
     def sources(self) -> list[Source]:
@@ -97,7 +97,7 @@ class Stage2Manifest(Manifest):
     def load_head(self, fold: int):
         """Fold `fold`'s fitted head, unpickled only if its bytes match the recorded SHA-256."""
         path = self.head_file(self.run, fold)
-        return load_pickle_verified(path, self.folds[fold].files[str(path.relative_to(self.stage_dir(self.run)))])
+        return load_pickle_verified(path, self.recorded_sha256(path, fold))
 
     # --- checks against what is here today ---------------------------------------------------------
     def check_built_on(self, stage1: Stage1Manifest) -> None:

@@ -126,6 +126,18 @@ def frozen_file(tmp_path):
     return path
 
 
+def _features_by_hand(weights_file, paths, size: int = 48) -> np.ndarray:
+    """A frozen source's features computed here without the pipeline: the timm model with the file's
+    weights and its own mean/std, on the photos decoded at `size` px."""
+    model = timm.create_model("test_efficientnet", num_classes=10)
+    model.load_state_dict(torch.load(weights_file, weights_only=True))
+    cfg = timm.data.resolve_model_data_config(model)
+    x = torch.from_numpy(np.stack([load_rgb(p, size) for p in paths])).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model.eval().forward_head(model.forward_features(x), pre_logits=True).numpy()
+
+
 @pytest.fixture
 def count_passes(monkeypatch):
     """The number of images of each frozen model's pass (fine-tuned passes are not counted)."""
@@ -179,14 +191,7 @@ def test_infer_uses_the_chosen_sources_and_refuses_a_missing_one(run_copy, tiny_
 
     # SVR-only predictions equal the fold heads applied to features computed here without the pipeline:
     # the timm model with the file's weights and its own mean/std, on the photos decoded at 48 px.
-    model = timm.create_model("test_efficientnet", num_classes=10)
-    model.load_state_dict(torch.load(frozen_file, weights_only=True))
-    cfg = timm.data.resolve_model_data_config(model)
-    test = read_split(tiny_data, "test")
-    x = torch.from_numpy(np.stack([load_rgb(p, 48) for p in test.image_paths])).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-    with torch.no_grad():
-        feats = model.eval().forward_head(model.forward_features(x), pre_logits=True).numpy()
+    feats = _features_by_hand(frozen_file, read_split(tiny_data, "test").image_paths)
     expected = np.mean([np.clip(head.predict(feats), 1, 100) for head in heads], axis=0)
     np.testing.assert_allclose(plain["Pawpularity"], expected, atol=1e-4)
 
@@ -242,8 +247,8 @@ def test_selection_scores_a_source_as_scikit_learn_cross_validation_does(run_cop
     fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", features=f"tuned,{src}", select="sources"))
     table = pd.read_csv(run_copy / "default/stage2/selection.csv")
     row = table[(table["step"] == "alone") & (table["sources"] == src) & ~table["standardize"] & ~table["balance"]].iloc[0]
-    feats = np.load(next((run_copy / "features").glob("test_efficientnet-48px-emb-*.npy"))).astype(np.float64)
     train = read_split(tiny_data, "train")
+    feats = _features_by_hand(frozen_file, train.image_paths).astype(np.float64)
     folds = pd.read_csv(run_copy / "default/folds.csv", dtype={"Id": str}).set_index("Id").loc[train.ids, "fold"].to_numpy()
     y, pred = train.targets(), np.zeros(len(folds))
     for k in (0, 1):

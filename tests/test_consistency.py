@@ -42,7 +42,7 @@ def test_infer_replays_fit_svr_oof_from_the_photos(tiny_run, tiny_data):
     bank = predictor.bank(SplitImages(train.image_paths, run.image_cache, "train"))
     oof = pd.read_csv(Stage2Manifest.oof_file(run), dtype={"Id": str})
     for k in predictor.folds:
-        fitted_on = np.load(next((tiny_run / "features").glob(f"tuned-fold{k}-*-emb-*.npy")))
+        fitted_on = np.load(next((tiny_run / "features").glob(f"tuned-fold{k}-*-emb-[0-9a-f]*.npy")))
         np.testing.assert_allclose(bank.tuned(k), fitted_on, rtol=1e-5, atol=1e-5)
         val = oof[oof["fold"] == k]
         rows = np.array([train.ids.index(i) for i in val["Id"]])

@@ -32,7 +32,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_damaged_ensemble_json_is_exit_2_naming_file_and_command(tmp_path, capsys, damage):
-    """Defect 1: `score --ensemble e.json` with e.json damaged raised a raw traceback that never named the file."""
+    """`score --ensemble e.json` with e.json damaged raised a raw traceback that never named the file."""
     ensemble = tmp_path / "e.json"
     ensemble.write_bytes(DAMAGE[damage])
     # The photo is never read: ensemble.json is checked before anything else, so no run is needed either.
@@ -43,7 +43,7 @@ def test_damaged_ensemble_json_is_exit_2_naming_file_and_command(tmp_path, capsy
 
 
 def test_damaged_ensemble_json_prints_no_traceback(tmp_path):
-    """Defect 1, end to end: the reproduction from the issue, as a user runs it."""
+    """End to end: a damaged ensemble.json given to score, as a user runs it."""
     ensemble = tmp_path / "e.json"
     ensemble.write_text('{"runs": ["demo"')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -61,7 +61,7 @@ def test_damaged_ensemble_json_prints_no_traceback(tmp_path):
     (b'{"stage": "stage2"}', "'folds'"),
 ])
 def test_read_json_object_names_file_problem_and_command(tmp_path, content, problem):
-    """Defect 1, the shared loader that manifests use too: every failure is one ArtifactError."""
+    """The shared loader that manifests use too: every failure is one ArtifactError."""
     from pawcore.artifacts import read_json_object  # here, so the other tests run (and fail) without it
 
     path = tmp_path / "manifest.json"
@@ -73,7 +73,7 @@ def test_read_json_object_names_file_problem_and_command(tmp_path, content, prob
 
 
 def test_read_json_object_missing_or_unreadable(tmp_path):
-    """Defect 1: a missing file or a directory in its place is an ArtifactError too, not FileNotFoundError."""
+    """a missing file or a directory in its place is an ArtifactError too, not FileNotFoundError."""
     from pawcore.artifacts import read_json_object
 
     for path, problem in ((tmp_path / "gone.json", "not found"), (tmp_path, "cannot be read")):
@@ -97,3 +97,13 @@ def test_damaged_stage_manifest_is_exit_2_naming_file_and_command(run_copy, tiny
     err = capsys.readouterr().err
     command = {"stage1": "train-backbone", "stage2": "fit-svr"}[stage]
     assert code == 2 and str(manifest) in err and f"python pipeline.py {command}" in err, err
+
+
+def test_stage2_written_before_heads_were_one_pipeline_names_the_fix(run_copy, tiny_data, capsys):
+    """A stage 2 from the earlier layout (manifest version 1: svr.joblib + scaler.joblib per fold) is refused
+    by infer with the version and the fit-svr command, instead of failing on a missing head.joblib."""
+    manifest = run_copy / "default/stage2/manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 1}))
+    code = main(["infer", "--data-dir", str(tiny_data), "--artifacts-dir", str(run_copy), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "manifest version 1" in err and "python pipeline.py fit-svr" in err, err

@@ -79,7 +79,7 @@ def test_infer_offline_from_copied_artifacts_without_training_images(run_copy, t
     reference = infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=str(run_copy), out=str(tmp_path / "ref.csv")))
     # A fresh machine: the artifacts copied without caches, and a data dir holding only test.csv + test/.
     moved = tmp_path / "kaggle" / "artifacts"
-    shutil.copytree(run_copy / "default", moved / "default", ignore=shutil.ignore_patterns("features"))
+    shutil.copytree(run_copy / "default", moved / "default")  # the run alone: the caches stay behind
     test_only = tmp_path / "kaggle" / "input"
     shutil.copytree(tiny_data / "test", test_only / "test")
     shutil.copy(tiny_data / "test.csv", test_only / "test.csv")

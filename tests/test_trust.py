@@ -29,10 +29,13 @@ def test_pickle_loads_only_with_its_recorded_hash(tmp_path):
 
 
 def test_stage_manifest_records_every_pickle(tiny_run):
-    manifest = json.loads((tiny_run / "default/stage2/manifest.json").read_text())
-    for k, entry in manifest["folds"].items():
-        rel = f"fold{k}/head.joblib"
-        assert entry["files"][rel] == sha256_file(tiny_run / "default/stage2" / rel)
+    """Every pickle under stage2/ is listed in the manifest with its hash, so none is ever loaded unchecked.
+    Breaks if fit-svr writes a pickle it does not list (or leaves a stale one from an older layout)."""
+    stage2 = tiny_run / "default/stage2"
+    manifest = json.loads((stage2 / "manifest.json").read_text())
+    listed = {rel: sha for entry in manifest["folds"].values() for rel, sha in entry["files"].items()}
+    pickles = sorted(str(p.relative_to(stage2)) for p in stage2.rglob("*.joblib"))
+    assert pickles and all(listed.get(rel) == sha256_file(stage2 / rel) for rel in pickles), (pickles, listed)
 
 
 def test_second_fit_svr_on_the_same_run_stops(run_copy):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from inference.config import InferConfig
 from inference.infer import infer
+from pawcore.run import run_dir
 from stage1_backbone.config import TrainConfig
 from stage1_backbone.train import train_backbone
 from stage2_svr.config import SVRConfig
@@ -36,4 +37,4 @@ def run_demo(cfg: DemoConfig | None = None) -> Path:
     train_backbone(TrainConfig(data_dir=data_dir, **common, **DEMO_TRAIN))
     fit_svr(SVRConfig(**common))
     infer(InferConfig(data_dir=data_dir, blend=cfg.blend, **common))
-    return Path(cfg.artifacts_dir) / cfg.run / "submission.csv"
+    return run_dir(cfg.artifacts_dir, cfg.run).submission_csv

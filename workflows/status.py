@@ -19,12 +19,11 @@ from stage2_svr.manifest import Stage2Manifest
 def fold_states(run: RunDir, n_folds: int) -> dict[str, list[int]]:
     states: dict[str, list[int]] = {"done": [], "training now": [], "interrupted": [], "not started": []}
     for k in range(n_folds):
-        fold = Stage1Manifest.fold_dir(run, k)
         if Stage1Manifest.done_file(run, k).is_file():
             states["done"].append(k)
-        elif is_locked(fold / ".lock"):
+        elif is_locked(Stage1Manifest.lock_file(run, k)):
             states["training now"].append(k)
-        elif (fold / "checkpoints" / "last.ckpt").is_file():
+        elif Stage1Manifest.last_checkpoint(run, k).is_file():
             states["interrupted"].append(k)
         else:
             states["not started"].append(k)
@@ -33,8 +32,12 @@ def fold_states(run: RunDir, n_folds: int) -> dict[str, list[int]]:
 
 def fold_count(folds_csv: Path) -> int:
     """The number of folds in a run's folds.csv, read with the csv module: status imports no pandas."""
-    with open(folds_csv, newline="") as f:
-        return max(int(row["fold"]) for row in csv.DictReader(f)) + 1
+    try:
+        with open(folds_csv, newline="") as f:
+            return max(int(row["fold"]) for row in csv.DictReader(f)) + 1
+    except (KeyError, ValueError, TypeError) as e:
+        raise ArtifactError(f"{folds_csv} is damaged ({type(e).__name__}: {e}): it should hold Id,fold rows. "
+                            f"Restore it, or start the run again with train-backbone.") from None
 
 
 def status(artifacts_dir: str, run_name: str) -> str:
@@ -42,16 +45,20 @@ def status(artifacts_dir: str, run_name: str) -> str:
     states = fold_states(run, fold_count(run.folds_csv))
     lines = [f"run {run_name!r} in {run.root}", "stage1 (train-backbone): " + "; ".join(
         f"{name} {ks}" for name, ks in states.items() if ks)]
-    stage1 = Stage1Manifest.read(run) if Stage1Manifest.path(run).is_file() else None
+    stage1, unreadable = None, ""
+    try:
+        stage1 = Stage1Manifest.read(run) if Stage1Manifest.path(run).is_file() else None
+    except ArtifactError as e:  # damaged: say so, and go on with the rest and the other runs
+        unreadable = f"  manifest: UNREADABLE: {e}"
     listed = sorted(stage1.folds) if stage1 else []
-    lines.append(f"  manifest: folds {listed}" if listed else "  manifest: none yet")
+    lines.append(unreadable or (f"  manifest: folds {listed}" if listed else "  manifest: none yet"))
     unlisted = sorted(set(states["done"]) - set(listed))
     if unlisted and not states["training now"]:
         lines.append(f"  folds {unlisted} are done but not in the manifest (trained with other settings, or their "
                      f"job died before assembling): re-run train-backbone for run {run_name!r} with the settings "
                      f"you want; finished folds are skipped and the manifest is re-assembled.")
     lines.append("stage2 (fit-svr): " + _stage2_state(run, stage1))
-    sub = run.root / "submission.csv"
+    sub = run.submission_csv
     lines.append(f"submission: {sub}" if sub.is_file() else "submission: none (run infer)")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Issue 24 (hardening), defects 2-6: each test names the defect it reproduces; each failed before the fix.
+"""Hardening of score and serve: each test names the defect it reproduces; each failed before its fix.
 
 The serve tests make work observable instead of timing it: a spy around decoding or the models records
 the order of events, or holds the one worker thread at a gate so the queue can be filled on purpose.
@@ -21,7 +21,7 @@ from PIL import EpsImagePlugin, Image
 
 import advice.serve as serve
 from advice.photos import open_photo, read_photos
-from advice.score import load_ensemble
+from inference.ensemble import load_ensemble
 from pawcore.images import decode_problems, load_rgb
 from pipeline import main
 
@@ -95,11 +95,11 @@ def _post(client, name: str, data: bytes, results: dict, **kw) -> threading.Thre
     return thread
 
 
-# --- defect 2: score --heatmap DIR that cannot be written ---------------------------------------------------
+# --- score --heatmap DIR that cannot be written ---------------------------------------------------
 
 @pytest.mark.parametrize("where", ["a file", "inside a file"])
 def test_unwritable_heatmap_dir_fails_before_any_work(tmp_path, monkeypatch, capsys, where):
-    """Defect 2: `--heatmap DIR` where DIR cannot be a directory crashed after all the work, printing no scores."""
+    """`--heatmap DIR` where DIR cannot be a directory crashed after all the work, printing no scores."""
     blocker = tmp_path / "heatmaps"
     blocker.write_text("a file, not a directory")
     out = blocker if where == "a file" else blocker / "sub"
@@ -113,7 +113,7 @@ def test_unwritable_heatmap_dir_fails_before_any_work(tmp_path, monkeypatch, cap
 
 
 def test_scores_are_printed_when_one_heatmap_cannot_be_written(advice_run, test_photos, tmp_path, monkeypatch, capsys):
-    """Defect 2: one heatmap that cannot be written is that photo's error; every score is still printed."""
+    """one heatmap that cannot be written is that photo's error; every score is still printed."""
     art, sub = advice_run
     monkeypatch.setattr("advice.advise.occlusion_map", lambda ensemble, photo: np.ones((32, 32), np.float32))
     out = tmp_path / "h"
@@ -128,11 +128,11 @@ def test_scores_are_printed_when_one_heatmap_cannot_be_written(advice_run, test_
     assert (out / f"{test_photos[0].stem}-heatmap.png").is_file()
 
 
-# --- defect 3: heatmaps of photos sharing a stem -----------------------------------------------------------
+# --- heatmaps of photos sharing a stem -----------------------------------------------------------
 
 def test_heatmaps_of_photos_sharing_a_stem_do_not_overwrite_each_other(advice_run, test_photos, tmp_path,
                                                                        monkeypatch, capsys):
-    """Defect 3: a/x.jpg, b/x.jpg, a/x.png gave one x-heatmap.png (the last), the same path printed three times."""
+    """a/x.jpg, b/x.jpg, a/x.png gave one x-heatmap.png (the last), the same path printed three times."""
     art, _ = advice_run
     monkeypatch.setattr("advice.advise.occlusion_map", lambda ensemble, photo: np.ones((32, 32), np.float32))
     photos = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "a" / "x.png"]
@@ -149,10 +149,10 @@ def test_heatmaps_of_photos_sharing_a_stem_do_not_overwrite_each_other(advice_ru
         assert Image.open(out / name).size == Image.open(photo).size  # each overlay is its own photo's
 
 
-# --- defect 4: serve worked hard cheaply -------------------------------------------------------------------
+# --- serve worked hard cheaply -------------------------------------------------------------------
 
 def test_health_answers_while_an_upload_is_being_decoded(ensemble, monkeypatch):
-    """Defect 4: decoding ran on the event loop, so /api/health waited for every upload to decode.
+    """decoding ran on the event loop, so /api/health waited for every upload to decode.
 
     Event order, not time: decoding is held until /api/health has answered (or 10 s). With decoding on the
     event loop, /api/health cannot answer first and the order comes out decode, decode-end, health.
@@ -182,7 +182,7 @@ def test_health_answers_while_an_upload_is_being_decoded(ensemble, monkeypatch):
 
 
 def test_a_full_queue_is_answered_503_with_retry_after(ensemble, gated):
-    """Defect 4: the queue had no bound: every request waited, however many were already waiting."""
+    """the queue had no bound: every request waited, however many were already waiting."""
     gate, workers = gated
     app = serve.create_app(ensemble, serve.Limits(max_waiting=1))
     with TestClient(app, base_url=BASE) as client:
@@ -201,7 +201,7 @@ def test_a_full_queue_is_answered_503_with_retry_after(ensemble, gated):
 
 
 def test_work_for_a_client_that_went_away_is_dropped_before_it_starts(ensemble, gated, monkeypatch, caplog):
-    """Defect 4: work for clients that had given up was still done (decoded, then scored) in full."""
+    """work for clients that had given up was still done (decoded, then scored) in full."""
     gate, workers = gated
     decoded = []
     monkeypatch.setattr(serve, "open_photo", lambda *a, **kw: decoded.append(a[0]) or open_photo(*a, **kw))
@@ -258,7 +258,7 @@ def test_work_for_a_client_that_went_away_is_dropped_before_it_starts(ensemble, 
     {"Host": "rebound.evil.example:8000"},  # DNS rebinding: the attacker's name now points at 127.0.0.1
 ])
 def test_cross_site_and_rebound_requests_are_refused(ensemble, monkeypatch, headers):
-    """Defect 4: a multipart POST from any other origin was processed, and any Host header accepted."""
+    """a multipart POST from any other origin was processed, and any Host header accepted."""
     decoded = []
     monkeypatch.setattr(serve, "open_photo", lambda *a, **kw: decoded.append(a[0]) or open_photo(*a, **kw))
     app = serve.create_app(ensemble)
@@ -273,14 +273,14 @@ def test_cross_site_and_rebound_requests_are_refused(ensemble, monkeypatch, head
 
 
 def test_bound_to_every_interface_addresses_pass_and_names_do_not(ensemble):
-    """Defect 4 (DNS rebinding) with --host 0.0.0.0: a LAN address works, a foreign DNS name does not."""
+    """DNS rebinding with --host 0.0.0.0: a LAN address works, a foreign DNS name does not."""
     app = serve.create_app(ensemble, host="0.0.0.0")
     with TestClient(app, base_url="http://192.168.1.7:8000") as client:
         assert client.get("/api/health").status_code == 200
         assert client.get("/api/health", headers={"Host": "rebound.evil.example"}).status_code == 403
 
 
-# --- defect 5: every format Pillow knows was decoded -------------------------------------------------------
+# --- every format Pillow knows was decoded -------------------------------------------------------
 
 @pytest.fixture
 def eps_spy(monkeypatch):
@@ -294,7 +294,7 @@ def eps_spy(monkeypatch):
 
 
 def test_eps_upload_never_reaches_the_eps_plugin(ensemble, eps_spy):
-    """Defect 5: an EPS declared as image/jpeg reached Pillow's EPS plugin (Ghostscript, where installed)."""
+    """an EPS declared as image/jpeg reached Pillow's EPS plugin (Ghostscript, where installed)."""
     app = serve.create_app(ensemble)
     with TestClient(app, base_url=BASE) as client:
         files = [("photos", ("cat.jpg", EPS, "image/jpeg")), ("photos", ("ok.jpg", _jpeg(), "image/jpeg"))]
@@ -305,7 +305,7 @@ def test_eps_upload_never_reaches_the_eps_plugin(ensemble, eps_spy):
 
 @pytest.mark.parametrize("fmt", ["EPS", "GIF", "TIFF", "BMP"])
 def test_image_cache_and_check_data_decode_only_photo_formats(tmp_path, eps_spy, fmt):
-    """Defect 5: the image cache and check-data decoded any format Pillow knows; now a per-file error."""
+    """the image cache and check-data decoded any format Pillow knows; now a per-file error."""
     path = tmp_path / "photo.jpg"
     if fmt == "EPS":
         path.write_bytes(EPS)
@@ -319,10 +319,10 @@ def test_image_cache_and_check_data_decode_only_photo_formats(tmp_path, eps_spy,
         assert load_rgb(path, 16).shape == (16, 16, 3)
 
 
-# --- defect 6: warnings, logs and wording ------------------------------------------------------------------
+# --- warnings, logs and wording ------------------------------------------------------------------
 
 def test_non_loopback_bind_warns_and_library_warnings_are_silenced(advice_run, monkeypatch, caplog):
-    """Defect 6: --host 0.0.0.0 gave no warning; scikit-learn-intelex's threading warning filled the log."""
+    """--host 0.0.0.0 gave no warning; scikit-learn-intelex's threading warning filled the log."""
     import uvicorn
 
     art, _ = advice_run
@@ -342,7 +342,7 @@ def test_non_loopback_bind_warns_and_library_warnings_are_silenced(advice_run, m
 
 
 def test_a_client_that_disconnects_mid_upload_is_one_log_line(ensemble, caplog):
-    """Defect 6: a client that disconnected during its upload made the app raise (a full ASGI traceback)."""
+    """a client that disconnected during its upload made the app raise (a full ASGI traceback)."""
     app = serve.create_app(ensemble)
     partial = b"--b\r\nContent-Disposition: form-data; name="
     messages = iter([{"type": "http.request", "body": partial, "more_body": True}, {"type": "http.disconnect"}])
@@ -364,7 +364,7 @@ def test_a_client_that_disconnects_mid_upload_is_one_log_line(ensemble, caplog):
 
 
 def test_wording_fits_the_file_and_who_holds_it(tmp_path):
-    """Defect 6: the bomb message said "send a JPEG, PNG or WebP" to a PNG, an empty file was "cannot identify
+    """the bomb message said "send a JPEG, PNG or WebP" to a PNG, an empty file was "cannot identify
     image file", and the command line told a local user to "upload the photo again"."""
     bomb = open_photo("huge.png", _png_header(20_000, 10_000))
     assert "send a JPEG" not in bomb.error and "megapixels" in bomb.error and "resize" in bomb.error
