@@ -121,7 +121,7 @@ def test_embedding_cache_reused_then_invalidated(run_copy, monkeypatch):
     monkeypatch.setattr(bank_module, "forward_batches", counting)
     fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", C=3.0, features="tuned"))
     assert calls == [], "a second fit-svr with other SVR settings re-uses the cached embeddings"
-    assert json.loads((run_copy / "default/stage2/fold0/config.json").read_text())["svr"]["C"] == 3.0
+    assert json.loads((run_copy / "default/stage2/fold0/config.json").read_text())["C"] == 3.0
 
     # Re-train fold 0 only (another init seed -> other weights, new hash); fold 1 is untouched.
     data_dir = json.loads((run_copy / "default/stage1/manifest.json").read_text())["data_dir"]
