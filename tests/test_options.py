@@ -42,7 +42,8 @@ CODE_BUILT = [
     (ScoreConfig, {"min_crop": 0}, r"--min-crop 0 is not valid; must lie in \(0, 1\]"),
     (ScoreConfig, {"device": "gpu"}, r"--device 'gpu' is not valid; use auto \(cuda if present, else cpu\)"),
     (SVRConfig, {"frozen_size": "big"}, r"--frozen-size 'big' is not valid; use stage1, native or a number"),
-    (SVRConfig, {"C": -1}, r"--C -1 is not valid; must be > 0"),
+    (SVRConfig, {"C": -1}, r"--C -1 is not valid; must be auto or a number > 0"),
+    (SVRConfig, {"epsilon": -0.5}, r"--epsilon -0.5 is not valid; must be >= 0"),
     (CheckDataConfig, {"splits": "train,valid"},
      r"--splits 'train,valid' is not valid; unknown split\(s\) \['valid'\]; choose from \['train', 'test'\]"),
     (TrainConfig, {"epochs": "three"}, r"--epochs 'three' is not valid; expected a whole number \(default: 5\)"),
@@ -59,8 +60,8 @@ def test_a_config_built_in_code_is_checked_like_the_command_line(cls, values, ma
 
 
 def test_code_built_values_are_converted_and_replace_is_checked_too():
-    cfg = SVRConfig(C=5, batch_size="32")
-    assert cfg.C == 5.0 and isinstance(cfg.C, float) and cfg.batch_size == 32
+    cfg = SVRConfig(epsilon=5, batch_size="32")
+    assert cfg.epsilon == 5.0 and isinstance(cfg.epsilon, float) and cfg.batch_size == 32
     assert InferConfig(blend="auto").blend_weight is None and InferConfig(blend="0.3").blend_weight == 0.3
     with pytest.raises(ConfigError, match="--port 70000"):
         dataclasses.replace(ServeConfig(), port=70000)
