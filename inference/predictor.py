@@ -81,5 +81,5 @@ class RunPredictor:
             if X.shape[1] != self.stage2.n_features:
                 raise ArtifactError(f"Run {self.run.run!r}: the SVR input has {X.shape[1]} features here but "
                                     f"{self.stage2.n_features} in fit-svr. Re-run fit-svr for this run.")
-            svr_views.append(clip_score(self.heads_of[k].predict(X)))
+            svr_views.append(self.stage2.calibrate(k, clip_score(self.heads_of[k].predict(X))))
         return np.mean(nn_views, axis=0), np.mean(svr_views, axis=0)

@@ -44,6 +44,9 @@ class SVRConfig(LoaderOptions, DeviceOptions, RunSettings):
     balance: str = option("auto", "Scale each source's block to unit total variance (fitted on each fold's train "
                           "rows) so every source weighs the same in the RBF distance: on, off, or auto = keep "
                           "what measures better on OOF.", choices=("auto", "on", "off"))
+    recalibrate: str = option("auto", "Stretch the SVR head's scores with a linear map y ~ a + b x score fitted "
+                              "on the OOF rows of the other folds (they are compressed toward the mean): on, off, "
+                              "or auto = on when it lowers the cross-fitted OOF RMSE.", choices=("auto", "on", "off"))
     nested: str = option("auto", "Nested CV estimate of the whole choice (sources, scaler, balance, C, gamma), "
                          "reported beside the optimistic OOF RMSE: on, off, or auto = on when training rows x "
                          "candidate sources <= 2000 and there are >= 3 folds.", choices=("auto", "on", "off"))

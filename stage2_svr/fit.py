@@ -37,6 +37,7 @@ from .bank import FeatureBank
 from .config import SVRConfig
 from .head import Prep, SVRParams, factor_words, fit_head, portable_head, predict
 from .manifest import Stage2Fold, Stage2Manifest
+from .recalibrate import IDENTITY, apply_map, cross_fitted_maps
 from .nested import Nested, nested_oof, nested_wanted
 from .search import COARSE, FINE, MatrixFn
 from .selection import Selection, Space, format_selection, forward_select
@@ -129,7 +130,7 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     log.info("SVR backend: %s; feature sources: %s", params.backend, ", ".join(s.spec for s in sources))
 
     choice = _choose(cfg, run, bank, sources, rows, params, space, chosen)
-    fold_entries, n_features, oof_rmse = _fit_folds(cfg, run, stage1, bank, choice, rows)
+    fold_entries, n_features, oof_rmse, maps = _fit_folds(cfg, run, stage1, bank, choice, rows)
     Stage2Manifest(
         run, folds=fold_entries, stage1_manifest_sha256=stage1.digest(),
         oof_svr_sha256=sha256_file(LAYOUT.oof_file(run)), features=[s.spec for s in choice.sources],
@@ -138,6 +139,7 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
         C=choice.params.C, gamma=str(cfg.gamma), gamma_factor=choice.params.gamma_factor, epsilon=cfg.epsilon,
         balance=choice.prep.balance, chosen_on_oof=choice.chosen, oof_rmse=oof_rmse,
         nested_rmse=choice.nested.rmse if choice.nested else None, nested_note=choice.nested_note,
+        recalibration=maps,
     ).write()
     return _print_result(cfg, run, stage1, choice)
 
@@ -188,9 +190,10 @@ def _choose(cfg: SVRConfig, run: RunDir, bank: FeatureBank, sources: list[Source
 
 
 def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: FeatureBank, choice: Choice,
-               rows: TrainRows) -> tuple[dict[int, Stage2Fold], int, float]:
-    """Fit and save every fold's head on its training rows; write the OOF files. -> (fold entries, width, RMSE)."""
-    entries, oofs = {}, []
+               rows: TrainRows) -> tuple[dict[int, Stage2Fold], int, float, dict[int, tuple[float, float]]]:
+    """Fit and save every fold's head on its training rows; write the OOF files.
+    -> (fold entries, width, the saved OOF's RMSE, each fold's recalibration)."""
+    fitted, raw = {}, np.full(len(rows.targets), np.nan)
     matrix = _matrix_fn(cfg, bank, choice.sources)
     names = tuple(s.spec for s in choice.sources)
     for k in rows.folds:
@@ -199,19 +202,44 @@ def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: Featur
         t0 = time.perf_counter()
         head, _ = fit_head(X, tr, va, rows.targets, choice.params, choice.prep, widths)
         head = portable_head(head)  # the OOF comes from the very head infer loads (cuML -> scikit-learn)
-        pred = predict(head, X[va])
+        raw[va] = predict(head, X[va])
         log.info("fold %d: head fitted on %d x %d in %.1fs", k, len(tr), X.shape[1], time.perf_counter() - t0)
-        oof = pd.DataFrame({ID_COL: rows.ids[va], "fold": k, "target": rows.targets[va], "pred": pred})
-        record = {"fold": k, "backend": choice.params.backend, "stage1_weights_sha256": stage1.weights_sha256(k),
-                  "features": list(names), "block_widths": list(widths), "standardize": choice.prep.standardize,
-                  "balance": choice.prep.balance, "n_features": int(X.shape[1]), "C": choice.params.C,
-                  "gamma": float(head.named_steps["svr"].gamma), "gamma_factor": choice.params.gamma_factor,
-                  "chosen_on_oof": list(choice.chosen), "svr": dataclasses.asdict(cfg)}
-        entries[k] = _save_fold(run, k, head, record, oof)
+        fitted[k] = head, {
+            "fold": k, "backend": choice.params.backend, "stage1_weights_sha256": stage1.weights_sha256(k),
+            "features": list(names), "block_widths": list(widths), "standardize": choice.prep.standardize,
+            "balance": choice.prep.balance, "n_features": int(X.shape[1]), "C": choice.params.C,
+            "gamma": float(head.named_steps["svr"].gamma), "gamma_factor": choice.params.gamma_factor,
+            "chosen_on_oof": list(choice.chosen), "svr": dataclasses.asdict(cfg)}
+    maps = _recalibration(cfg, raw, rows)
+    entries, oofs = {}, []
+    for k, (head, record) in fitted.items():
+        va = rows.split(k)[1]
+        oof = pd.DataFrame({ID_COL: rows.ids[va], "fold": k, "target": rows.targets[va],
+                            "pred": apply_map(raw[va], maps[k]), "pred_raw": raw[va]})
+        entries[k] = _save_fold(run, k, head, {**record, "recalibration": list(maps[k])}, oof)
         oofs.append(oof)
     oof = pd.concat(oofs, ignore_index=True)
     write_csv(LAYOUT.oof_file(run), oof)
-    return entries, int(X.shape[1]), rmse(oof["pred"], oof["target"])
+    return entries, int(record["n_features"]), rmse(oof["pred"], oof["target"]), maps
+
+
+def _recalibration(cfg: SVRConfig, raw: np.ndarray, rows: TrainRows) -> dict[int, tuple[float, float]]:
+    """Each fold's map (stage2_svr/recalibrate.py), or the identity when --recalibrate is off, or auto and
+    the cross-fitted OOF RMSE is not lower with it."""
+    identity = {k: IDENTITY for k in rows.folds}
+    if cfg.recalibrate == "off" or len(rows.folds) < 2:
+        return identity
+    maps = cross_fitted_maps(raw, rows.targets, rows.fold_of, rows.folds)
+    scored = np.isin(rows.fold_of, rows.folds)
+    mapped = np.full(len(raw), np.nan)
+    for k in rows.folds:
+        va = rows.split(k)[1]
+        mapped[va] = apply_map(raw[va], maps[k])
+    before, after = rmse(raw[scored], rows.targets[scored]), rmse(mapped[scored], rows.targets[scored])
+    keep = cfg.recalibrate == "on" or after < before
+    log.info("SVR head recalibration (cross-fitted): OOF RMSE %.3f -> %.3f: %s", before, after,
+             "applied" if keep else "not applied (no gain)")
+    return maps if keep else identity
 
 
 def _save_fold(run: RunDir, k: int, head, record: dict, oof: pd.DataFrame) -> Stage2Fold:

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,8 @@ class Stage2Manifest(Manifest):
     oof_rmse: float | None = None         # the SVR head's OOF RMSE (optimistic when chosen_on_oof)
     nested_rmse: float | None = None      # its nested-CV estimate (stage2_svr/nested.py), None when not run
     nested_note: str = ""                 # why it ran or not
+    # fold -> (a, b) of its recalibration a + b x score (stage2_svr/recalibrate.py); none: the identity
+    recalibration: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     # --- the stage's files: Stage2Manifest.head_file(run, k) etc. --------------------------------
     head_file = fold_file("head.joblib")
@@ -93,6 +96,12 @@ class Stage2Manifest(Manifest):
         from .sources import parse_source  # timm: only for the commands that run models
 
         return [parse_source(spec) for spec in self.features]
+
+    def calibrate(self, fold: int, scores):
+        """Fold `fold`'s head scores (1..100) through its recalibration, as fit-svr wrote its OOF."""
+        from .recalibrate import IDENTITY, apply_map
+
+        return apply_map(scores, self.recalibration.get(fold, IDENTITY))
 
     def load_head(self, fold: int):
         """Fold `fold`'s fitted head, unpickled only if its bytes match the recorded SHA-256."""
@@ -139,4 +148,5 @@ def _settings(raw: dict[str, Any]) -> dict[str, Any]:
                 balance=bool(raw.get("balance", False)),
                 chosen_on_oof=tuple(str(c) for c in raw.get("chosen_on_oof", old_choice)),
                 oof_rmse=None if oof is None else float(oof), nested_rmse=None if nested is None else float(nested),
-                nested_note=str(raw.get("nested_note", "")))
+                nested_note=str(raw.get("nested_note", "")),
+                recalibration={int(k): (float(a), float(b)) for k, (a, b) in raw.get("recalibration", {}).items()})

@@ -225,7 +225,7 @@ def test_fit_svr_selects_and_writes_the_table(run_copy, tiny_data, frozen_file, 
     manifest = Stage2Manifest.load(run_dir(run_copy, "default"))
     assert manifest.features == chosen["sources"].split("+") and manifest.standardize == bool(chosen["standardize"])
     oof = pd.read_csv(run_copy / "default/stage2/oof_svr.csv")
-    rmse = float(np.sqrt(np.mean((oof["pred"] - oof["target"]) ** 2)))
+    rmse = float(np.sqrt(np.mean((oof["pred_raw"] - oof["target"]) ** 2)))
     # The search fits libsvm on a precomputed kernel, the saved heads kernel='rbf': the same problem,
     # solved to libsvm's tolerance (stage2_svr/search.py), so equal to ~1e-3, not to the last digit.
     assert rmse == pytest.approx(chosen["oof_rmse"], abs=1e-3), "the saved SVRs are the chosen set's"
@@ -259,16 +259,16 @@ def test_selection_scores_a_source_as_scikit_learn_cross_validation_does(run_cop
     assert row["oof_rmse"] == pytest.approx(expected, abs=1e-3)  # libsvm's tolerance (stage2_svr/search.py)
 
 
-@pytest.mark.parametrize("standardize, balance", [(True, "off"), (False, "on")])
+@pytest.mark.parametrize("standardize, balance, recalibrate", [(True, "off", "off"), (False, "on", "on")])
 def test_infer_code_path_replays_the_bank_svr_oof_on_training_photos(run_copy, tiny_data, frozen_file, tmp_path,
-                                                                     standardize, balance):
+                                                                     standardize, balance, recalibrate):
     """infer's code path, fed the training photos with every feature recomputed (a fresh image cache, no
     feature cache), gives each fold's OOF predictions from fit-svr to 1e-6. A mismatch in a frozen model's
     preprocessing, the sources' order, the scaler, the balance of the sources (blocks of 256, 256 and 10
-    columns, each scaled on its fold's train rows), the chosen C and gamma, or the input size between the
-    two stages fails here."""
+    columns, each scaled on its fold's train rows), the chosen C and gamma, a fold's recalibration, or the
+    input size between the two stages fails here."""
     fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", select="none", standardize=standardize,
-                      balance=balance,
+                      balance=balance, recalibrate=recalibrate,
                       features=f"test_efficientnet@48={frozen_file},tuned,test_efficientnet@40:logits={frozen_file}"))
     run = run_dir(run_copy, "default")
     head = Stage2Manifest.load(run).load_head(0)
@@ -285,3 +285,19 @@ def test_infer_code_path_replays_the_bank_svr_oof_on_training_photos(run_copy, t
         val = oof[oof["fold"] == k]
         rows = [train.ids.index(i) for i in val["Id"]]
         np.testing.assert_allclose(svr[rows], val["pred"].to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_each_fold_s_recalibration_is_fitted_on_the_other_folds_only(run_copy):
+    """Fold k's map a + b x score equals a least-squares fit, done here, on the raw OOF scores of the other
+    folds, and fold k's saved OOF is its raw scores through that map. Breaks if a fold's map sees its own
+    rows (an optimistic OOF), or if the OOF file and the saved maps disagree (infer would not replay it)."""
+    fit_svr(SVRConfig(artifacts_dir=str(run_copy), svr_backend="sklearn", features="tuned", select="none",
+                      standardize=True, recalibrate="on"))
+    manifest = Stage2Manifest.load(run_dir(run_copy, "default"))
+    oof = pd.read_csv(Stage2Manifest.oof_file(manifest.run))
+    for k in (0, 1):
+        other, own = oof[oof["fold"] != k], oof[oof["fold"] == k]
+        b, a = np.polyfit(other["pred_raw"], other["target"], 1)
+        np.testing.assert_allclose(manifest.recalibration[k], (a, b), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(own["pred"], np.clip(a + b * own["pred_raw"], 1, 100), atol=1e-9)
+    assert not np.allclose(oof["pred"], oof["pred_raw"])  # the maps are not the identity

@@ -40,7 +40,7 @@ def test_partial_stage1_is_refused_then_allowed_and_recorded(tiny_data, tmp_path
     oof = pd.read_csv(tmp_path / "default/stage2/oof_svr.csv")
     chosen = pd.read_csv(tmp_path / "default/stage2/selection.csv").iloc[-1]
     assert set(oof["fold"]) == {1} and chosen["step"] == "chosen"
-    assert chosen["oof_rmse"] == pytest.approx(rmse(oof["pred"], oof["target"]), abs=1e-3)  # libsvm tolerance
+    assert chosen["oof_rmse"] == pytest.approx(rmse(oof["pred_raw"], oof["target"]), abs=1e-3)  # libsvm tolerance
 
     with pytest.raises(ArtifactError, match=r"(?s)fold\(s\) \[0\] are missing.*--allow-partial to infer"):
         infer(InferConfig(data_dir=str(tiny_data), artifacts_dir=art))
