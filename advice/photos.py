@@ -1,21 +1,22 @@
-"""Photos from files or uploads, decoded exactly as the image cache decodes a data split.
+"""Photos from files or uploads, decoded once, exactly as the image cache decodes a data split.
 
-`pawcore.images.load_rgb` is the one decoder: EXIF-upright, RGB whatever the mode, JPEG draft mode
-at the model's size, INTER_AREA to a square. Calling it on the photo's bytes at each run's size gives
-the same pixels as `infer`, so the same score. A photo that cannot be decoded becomes a `PhotoError`
-holding a message for that photo alone; the others are still scored.
+`pawcore.images.load_rgb` is the one decoder: EXIF-upright, RGB whatever the mode, a full decode. A
+`Photo` keeps that decode; every model size, every crop candidate and every occluded copy of the heatmap
+is cut and squashed from it with `resize_square`, as the image cache squashes a split's photos, so a photo
+scores what `infer` gives it and its uncropped box scores exactly the photo's score. A photo that cannot
+be decoded becomes a `PhotoError` holding a message for that photo alone; the others are still scored.
 """
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from pawcore.images import DECODE_ERRORS, NotAPhotoError, decode_reason, load_rgb, open_image
+from pawcore.images import DECODE_ERRORS, NotAPhotoError, decode_reason, load_rgb, open_image, resize_square
 
 MAX_PIXELS = 50_000_000  # a larger photo is refused (memory), with a message saying so
 
@@ -28,20 +29,21 @@ class PhotoError:
 
 @dataclass
 class Photo:
-    """One photo's bytes (read once) and its upright size, checked to decode."""
+    """One photo: its bytes (read once), its upright size and its one full-resolution decode."""
 
     name: str
     data: bytes
     width: int
     height: int
+    full: np.ndarray = field(repr=False)  # (height, width, 3) uint8, upright RGB
 
     def rgb(self, size: int | None = None) -> np.ndarray:
         """Upright RGB uint8: full size (None) or squashed to size x size as the image cache does."""
-        return load_rgb(io.BytesIO(self.data), size)
+        return self.full if size is None else resize_square(self.full, size)
 
 
 class PhotoImages:
-    """An `ImageSet` of photos: pixels(size) decodes each at the size the model asks for."""
+    """An `ImageSet` of photos: pixels(size) squashes each photo's one decode to the size a model asks for."""
 
     def __init__(self, photos: Sequence[Photo]):
         self.photos = list(photos)
@@ -64,11 +66,11 @@ def open_photo(name: str, data: bytes, max_pixels: int = MAX_PIXELS, uploaded: b
             if img.width * img.height > max_pixels:
                 return PhotoError(name, f"{img.width}x{img.height} pixels is more than the limit of "
                                         f"{max_pixels / 1e6:.0f} megapixels: resize the photo first.")
-        # A full decode, not just the header: a truncated JPEG fails here, not halfway through scoring.
-        h, w = load_rgb(io.BytesIO(data)).shape[:2]
+        # The one full decode, kept: a truncated JPEG fails here, not halfway through scoring.
+        full = load_rgb(io.BytesIO(data))
     except DECODE_ERRORS as e:
         return PhotoError(name, _decode_message(e, uploaded, max_pixels))
-    return Photo(name, data, w, h)
+    return Photo(name, data, full.shape[1], full.shape[0], full)
 
 
 def _decode_message(error: BaseException, uploaded: bool, max_pixels: int) -> str:

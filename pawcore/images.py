@@ -22,8 +22,8 @@ from .progress import progress
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when decoding/resizing changes, so old caches are not reused
-# How every cached image is resized (after JPEG draft decoding): recorded in each fold's config.json.
+CACHE_VERSION = 2  # bump when decoding/resizing changes, so old caches are not reused
+# How every cached image is resized (after a full decode): recorded in each fold's config.json.
 INTERPOLATION = "area"
 
 
@@ -96,8 +96,10 @@ def decode_reason(error: BaseException) -> str:
 def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarray:
     """Decode an image file as an upright RGB uint8 array, whatever its mode (L, RGBA, CMYK, 16-bit, P).
 
-    With `size`, JPEGs are decoded at a reduced DCT scale no smaller than size x size (libjpeg's draft
-    mode: much faster for big photos) and the result is resized to exactly size x size with INTER_AREA.
+    With `size`, the full-resolution decode is squashed to size x size by `resize_square`. Always the
+    full decode (no JPEG draft mode, although it is faster for big photos): a crop of a photo, the photo
+    itself and the occluded copies of the heatmap are then all cut from the same pixels, so the
+    uncropped box scores exactly what the photo scores, at every model size.
 
     PIL rather than cv2.imdecode(IMREAD_REDUCED_COLOR_*): both use the same libjpeg DCT scaling (cv2 was
     ~13% faster on one 804x904 photo here), but OpenCV decodes a truncated JPEG without an error, filling
@@ -106,8 +108,6 @@ def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarra
     Only PHOTO_FORMATS are opened: other files raise NotAPhotoError (see `decode_reason`).
     """
     with open_image(path) as img:
-        if size is not None and img.format == "JPEG":
-            img.draft("RGB", (size, size))
         img = ImageOps.exif_transpose(img)
         if img.mode.startswith("I;16") or img.mode in ("I", "F"):
             # 16-bit and float greyscale: scale to 8 bits instead of clipping everything to white.

@@ -1,6 +1,6 @@
 """On real photos, `score` on oxford's 50 test photos reproduces infer's submission.
 
-Real JPEGs (EXIF, many sizes, draft-mode decoding) are where a second decoder would drift. By default a
+Real JPEGs (EXIF, many sizes and modes) are where a second decoder would drift. By default a
 small run is trained here (the packaged ImageNet backbone, 96 px, 2 folds, 1 epoch: quality does not
 matter, equality does); PAWPULARITY_ADVICE_RUN=ARTIFACTS_DIR:RUN checks an existing run with a
 submission instead (e.g. the README's oxford run).
