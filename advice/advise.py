@@ -4,12 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import numpy as np
 
 from inference.ensemble import Ensemble
 
 from .crop import Crop, suggest_crop
-from .heatmap import occlusion_map
+from .heatmap import Heatmap, occlusion_map
 from .photos import Photo, PhotoError
 from .score import Scores, score_photos
 
@@ -21,7 +20,7 @@ class Advice:
     name: str
     scores: Scores | None = None
     crop: Crop | None = None
-    heat: np.ndarray | None = None  # (size, size) occlusion map of the squashed photo
+    heat: Heatmap | None = None
     error: str | None = None
     width: int = 0
     height: int = 0
@@ -33,8 +32,10 @@ class Advice:
                                "svr": self.scores.svr, "heads": self.scores.heads,
                                "width": self.width, "height": self.height}
         if self.crop is not None:
-            out["crop"] = {"box": list(self.crop.box), "score": self.crop.score, "aspect": self.crop.aspect,
-                           "gain": self.crop.score - self.scores.score, "candidates": self.crop.n_candidates}
+            c = self.crop
+            out["crop"] = {"suggested": c.suggested, "box": list(c.box), "gain": c.gain, "gain_sd": c.gain_sd,
+                           "reason": c.reason, "best_box": list(c.best_box), "best_aspect": c.best_aspect,
+                           "best_score": c.best_score, "candidates": c.n_candidates}
         return out
 
 
@@ -50,6 +51,6 @@ def advise(ensemble: Ensemble, items: Sequence[Photo | PhotoError], crop: bool =
             continue
         s = scores[id(item)]
         out.append(Advice(item.name, s, width=item.width, height=item.height,
-                          crop=suggest_crop(ensemble, item, s.score, min_crop) if crop else None,
+                          crop=suggest_crop(ensemble, item, min_crop) if crop else None,
                           heat=occlusion_map(ensemble, item) if heatmap else None))
     return out

@@ -45,7 +45,11 @@ def _line(r) -> str:
     s = r.scores
     text = f"{r.name}: score {s.score:.2f} (NN {s.nn:.2f}, SVR {s.svr:.2f})"
     if r.crop is not None:
-        text += f"; best crop {list(r.crop.box)} ({r.crop.aspect}) scores {r.crop.score:.2f} ({r.crop.score - s.score:+.2f})"
+        c = r.crop
+        if c.suggested:
+            text += f"; crop to {list(c.box)} ({c.best_aspect}): {c.reason}"
+        else:
+            text += f"; keep this photo as it is: {c.reason}"
     return text
 
 

@@ -1,37 +1,75 @@
-"""Suggested crop: the candidate box (aspect ratio x scale x position) with the highest final score.
+"""Suggested crop, with a gain measured by models that did not choose it.
 
-Candidates: aspect ratios 1:1, 4:5, 4:3 and the photo's own, scales from the largest box of that
-ratio down to the smallest that keeps `min_crop` of each side, and positions on a grid. All are scored
-in batches through the same ensemble as the photo. The uncropped photo is a candidate with its exact
-score (the image-cache decode), so the suggestion never scores below the photo.
+Candidates: the whole photo, then boxes of aspect ratios 1:1, 4:5, 4:3 and the photo's own, at scales
+from the largest box of that ratio down to the smallest that keeps `min_crop` of each side, on a grid
+of positions. All are cut from the photo's one decode and scored in one batch by every fold.
+
+The best of many noisy scores beats the photo by chance, so the ensemble's own score of its favourite
+crop overstates the gain. The folds are split in two halves instead: each half picks its best candidate
+(possibly the whole photo) and the other half scores that pick against the photo; the held-out gain is
+the mean of the two directions, `gain_sd` the spread of the judging folds' gains. A crop is suggested
+only when the held-out gain is clearly positive (`clearly_positive`): at least MIN_GAIN points, and above
+zero by a one-sided t-test at 2.5% over the judging folds. Otherwise the advice is to keep the photo.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from inference.ensemble import Ensemble
-from pawcore.images import ArrayImages
+from pawcore.images import ArrayImages, ImageSet
 
 from .config import check_min_crop
 from .photos import Photo
-from .score import score_images
 
-ASPECTS = {"1:1": 1.0, "4:5": 4 / 5, "4:3": 4 / 3, "original": None}  # width / height
+ASPECTS = {"1:1": 1.0, "4:5": 4 / 5, "4:3": 4 / 3, "same as photo": None}  # width / height
+MIN_GAIN = 1.0  # Pawpularity points: a held-out gain below this is not worth a volunteer's time
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in upright pixels, x1/y1 exclusive
 
 
+class FoldScorer(Protocol):
+    """What the crop search needs of a model: each fold's (unclipped) scores, and their final score.
+    `inference.ensemble.Ensemble` is one; tests use others."""
+
+    def fold_scores(self, images: ImageSet) -> np.ndarray: ...
+
+    def final(self, fold_scores: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class Crop:
-    box: Box
-    score: float
-    aspect: str
+    """The advice on framing. `best_*`: the candidate all folds score highest (possibly the whole photo;
+    its score is optimistic: it won among many). `box` is what to post: `best_box` when `suggested`, else
+    the whole photo. gain / gain_sd: the held-out gain of cropping and its spread over the judging folds
+    (None with a single fold: nothing to hold out)."""
+
+    photo_box: Box
+    photo_score: float  # the whole photo's final score, from the same batch as the candidates
+    best_box: Box
+    best_aspect: str
+    best_score: float
+    suggested: bool
+    gain: float | None
+    gain_sd: float | None
     n_candidates: int
 
+    @property
+    def box(self) -> Box:
+        return self.best_box if self.suggested else self.photo_box
 
-def candidate_boxes(width: int, height: int, min_crop: float = 0.5, n_scales: int = 4,
+    @property
+    def reason(self) -> str:
+        if self.gain is None:
+            return "a run with one fold cannot measure a crop's gain on models that did not choose it"
+        if self.suggested:
+            return f"held-out gain {self.gain:+.1f} ± {self.gain_sd:.1f} points"
+        return f"no crop clearly helps (held-out gain {self.gain:+.1f} ± {self.gain_sd:.1f} points)"
+
+
+def candidate_boxes(width: int, height: int, min_crop: float = 0.5, n_scales: int = 3,
                     n_positions: int = 3) -> list[tuple[Box, str]]:
     """Distinct boxes inside the photo, each side >= min_crop of the photo's; the full photo left out."""
     check_min_crop(min_crop)
@@ -60,14 +98,42 @@ def crop_pixels(rgb: np.ndarray, box: Box) -> np.ndarray:
     return rgb[y0:y1, x0:x1]
 
 
-def suggest_crop(ensemble: Ensemble, photo: Photo, photo_score: float, min_crop: float = 0.5,
-                 n_scales: int = 4, n_positions: int = 3) -> Crop:
-    """The best-scoring candidate; `photo_score` is the uncropped photo's (exact) final score."""
-    candidates = candidate_boxes(photo.width, photo.height, min_crop, n_scales, n_positions)
-    rgb = photo.rgb()  # full resolution: each crop is squashed to the model's size from the real pixels
-    scores = [s.score for s in score_images(ensemble, ArrayImages([crop_pixels(rgb, b) for b, _ in candidates]))]
-    best = int(np.argmax(scores)) if scores else -1
-    if best < 0 or scores[best] <= photo_score:
-        return Crop((0, 0, photo.width, photo.height), photo_score, "photo", len(candidates) + 1)
-    box, aspect = candidates[best]
-    return Crop(box, scores[best], aspect, len(candidates) + 1)
+def held_out_gain(fold_scores: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(gain, gain_sd, gains): candidate 0 is the photo; each half of the folds picks a candidate and
+    the other half's folds score it against the photo. `gains` holds one value per judging fold."""
+    n_folds = len(fold_scores)
+    halves = (np.arange(0, n_folds, 2), np.arange(1, n_folds, 2))  # interleaved: sizes differ by one at most
+    gains, means = [], []
+    for pick, judge in (halves, halves[::-1]):
+        chosen = int(np.argmax(fold_scores[pick].mean(axis=0)))  # the photo itself may win: gain 0
+        g = fold_scores[judge, chosen] - fold_scores[judge, 0]
+        gains.append(g)
+        means.append(float(g.mean()))
+    gains = np.concatenate(gains)
+    return float(np.mean(means)), float(gains.std(ddof=1)), gains
+
+
+def clearly_positive(gain: float, gain_sd: float, n_folds: int) -> bool:
+    """The rule for suggesting a crop: at least MIN_GAIN points, and above zero by a one-sided t-test at
+    2.5% over the judging folds' gains (gain >= t(0.975, folds - 1) x gain_sd / sqrt(folds))."""
+    from scipy.stats import t
+
+    return gain >= MIN_GAIN and gain >= float(t.ppf(0.975, n_folds - 1)) * gain_sd / math.sqrt(n_folds)
+
+
+def suggest_crop(model: FoldScorer, photo: Photo, min_crop: float = 0.5, n_scales: int = 3,
+                 n_positions: int = 3) -> Crop:
+    """Score the photo and every candidate in one batch; suggest the all-folds favourite only when the
+    held-out gain says cropping clearly helps."""
+    boxes = [((0, 0, photo.width, photo.height), "photo")]
+    boxes += candidate_boxes(photo.width, photo.height, min_crop, n_scales, n_positions)
+    full = photo.rgb()
+    per_fold = model.fold_scores(ArrayImages([crop_pixels(full, box) for box, _ in boxes]))
+    final = model.final(per_fold)
+    best = int(np.argmax(final))
+    gain = gain_sd = None
+    if len(per_fold) >= 2:
+        gain, gain_sd, _ = held_out_gain(per_fold)
+    suggested = best != 0 and gain is not None and clearly_positive(gain, gain_sd, len(per_fold))
+    return Crop(boxes[0][0], float(final[0]), boxes[best][0], boxes[best][1], float(final[best]), suggested,
+                gain, gain_sd, len(boxes))

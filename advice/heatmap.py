@@ -1,55 +1,88 @@
-"""Why a photo scores what it does: Captum's Occlusion on the final (blended) score, as an overlay.
+"""Why a photo scores what it does: an occlusion map of the final (blended) score, as an overlay.
 
 Occlusion greys out one square window at a time (the photo's mean colour) and records how much the
 final score drops: a region whose removal lowers the score is one that raises it (red); one whose
 removal raises the score holds the photo back (blue). It explains the blend, SVR head included, because
 it needs only forward passes (the SVR is not differentiable).
+
+The windows are fractions of the photo's side, laid on each model's own pixels: every run and every
+frozen source sees the photo squashed to its size exactly as `score` gives it, with the window greyed
+out there. So the unoccluded copy scores exactly what `score` reports, whatever sizes the ensemble mixes.
+(Captum's Occlusion works on one tensor at one size, which is why it is not used.)
 """
 from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
-from captum.attr import Occlusion
 
-from inference.ensemble import Ensemble
-from pawcore.images import ArrayImages
 from pawcore.artifacts import atomic_path
 from pawcore.errors import ConfigError
 
+from .crop import FoldScorer
 from .photos import Photo, PhotoError
 
+MAP_SIDE = 64  # resolution of the returned map (fractions of the side; drawn smoothly over the photo)
+# 4 x 4 disjoint windows: 16 forward passes of every network, which keeps a heatmap interactive on a CPU
+# (benchmarks/bench_score.py measured the old 7 x 7 overlapping grid too); smaller windows give finer maps.
+WINDOW, STRIDE = 1 / 4, 1 / 4
 
-def model_size(ensemble: Ensemble) -> int:
-    """The largest input size among the ensemble's runs: the resolution the occlusion works at."""
-    return max(p.img_size for p in ensemble.predictors.values())
+
+@dataclass
+class Heatmap:
+    """values: (MAP_SIDE, MAP_SIDE) mean drop of the final score when each region is greyed out.
+    unoccluded: the final score of the copy with nothing greyed out (equal to the photo's score)."""
+
+    values: np.ndarray
+    unoccluded: float
 
 
-def occlusion_map(ensemble: Ensemble, photo: Photo, window: float = 1 / 4, stride: float = 1 / 8,
-                  batch_size: int = 64) -> np.ndarray:
-    """(size, size) float32: mean drop of the final score when each pixel's neighbourhood is occluded.
+def windows(window: float, stride: float) -> list[tuple[float, float, float, float]]:
+    """Square windows (y0, x0, y1, x1, as fractions of the side) on a grid with the given stride,
+    the last row and column flush with the edge."""
+    starts = np.unique(np.append(np.arange(0, 1 - window + 1e-9, stride), 1 - window))
+    return [(y, x, y + window, x + window) for y in starts for x in starts]
 
-    `window` and `stride` are fractions of the side: 1/4 and 1/8 give 7 x 7 window positions, each one
-    a forward pass of every fold (batched `batch_size` at a time).
-    """
-    size = model_size(ensemble)
-    pixels = photo.rgb(size)  # exactly the pixels `score` sees (at this size)
 
-    def final_score(batch: torch.Tensor) -> torch.Tensor:
-        images = batch.round().clamp(0, 255).to(torch.uint8).numpy()
-        return torch.from_numpy(ensemble.score(ensemble.heads(ArrayImages(list(images))))).float()
+def _span(lo: float, hi: float, side: int) -> slice:
+    return slice(int(round(lo * side)), max(int(round(hi * side)), int(round(lo * side)) + 1))
 
-    x = torch.from_numpy(pixels).float().unsqueeze(0)  # (1, H, W, 3): window over rows, columns, all channels
-    baseline = x.mean(dim=(1, 2), keepdim=True).expand_as(x).contiguous()
-    win, step = max(1, round(size * window)), max(1, round(size * stride))
-    attr = Occlusion(final_score).attribute(x, sliding_window_shapes=(win, win, 3), strides=(step, step, 3),
-                                            baselines=baseline, perturbations_per_eval=batch_size)
-    return attr[0].mean(dim=-1).numpy().astype(np.float32)
+
+class OccludedPhoto:
+    """An `ImageSet`: the photo (index 0), then one copy per window with that window filled with `fill`,
+    at whatever size a model asks for (the window is cut from that size's own pixels)."""
+
+    def __init__(self, photo: Photo, boxes: Sequence[tuple[float, float, float, float]]):
+        self.photo, self.boxes = photo, list(boxes)
+        self.fill = photo.rgb().reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
+
+    def __len__(self) -> int:
+        return 1 + len(self.boxes)
+
+    def pixels(self, size: int) -> np.ndarray:
+        out = np.repeat(self.photo.rgb(size)[None], len(self), axis=0)
+        for i, (y0, x0, y1, x1) in enumerate(self.boxes, start=1):
+            out[i, _span(y0, y1, size), _span(x0, x1, size)] = self.fill
+        return out
+
+
+def occlusion_map(model: FoldScorer, photo: Photo, window: float = WINDOW, stride: float = STRIDE) -> Heatmap:
+    """Grey out each window in turn (one batch through every fold) and map the score's drops."""
+    boxes = windows(window, stride)
+    final = model.final(model.fold_scores(OccludedPhoto(photo, boxes)))
+    drop = final[0] - final[1:]
+    total, count = np.zeros((MAP_SIDE, MAP_SIDE)), np.zeros((MAP_SIDE, MAP_SIDE))
+    for d, (y0, x0, y1, x1) in zip(drop, boxes):
+        region = (_span(y0, y1, MAP_SIDE), _span(x0, x1, MAP_SIDE))
+        total[region] += d
+        count[region] += 1
+    return Heatmap(np.divide(total, count, out=np.zeros_like(total), where=count > 0).astype(np.float32),
+                   float(final[0]))
 
 
 def heat_rgba(heat: np.ndarray, width: int, height: int, max_alpha: float = 0.6) -> np.ndarray:
@@ -120,7 +153,7 @@ def write_heatmaps(results, items: Sequence[Photo | PhotoError], out_dir: Path) 
         path = out_dir / name
         try:
             with atomic_path(path) as tmp:  # never a half-written PNG under the final name
-                tmp.write_bytes(png_bytes(overlay(item.rgb(), r.heat)))
+                tmp.write_bytes(png_bytes(overlay(item.rgb(), r.heat.values)))
         except OSError as e:
             failed += 1
             print(f"{r.name}: error: heatmap not written to {path} ({e.strerror or e}).", file=sys.stderr)

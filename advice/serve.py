@@ -244,7 +244,7 @@ def _preview(photo: Photo, result: Advice) -> dict[str, Any]:
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     out = {"preview": _data_url("image/jpeg", jpeg.tobytes())}
     if result.heat is not None:
-        out["heatmap"] = _data_url("image/png", png_bytes(heat_rgba(result.heat, w, h)))
+        out["heatmap"] = _data_url("image/png", png_bytes(heat_rgba(result.heat.values, w, h)))
     return out
 
 

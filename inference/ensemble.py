@@ -91,11 +91,29 @@ class Ensemble:
         return any(p.needs_meta for p in self.predictors.values())
 
     def heads(self, images: ImageSet, meta: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every head's scores of the images, each averaged over its run's folds: {head name: (N,)}."""
+        return {name: scores.mean(axis=0) for name, scores in self.heads_by_fold(images, meta).items()}
+
+    def heads_by_fold(self, images: ImageSet, meta: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every head's scores fold by fold: {head name: (folds, N)}. The runs of an ensemble share their
+        folds (infer checks it), so row k is fold k's model in every run."""
         out = {}
         for run, predictor in self.predictors.items():
-            for kind, pred in predictor.heads(images, meta, self.spec.tta).items():
+            for kind, pred in predictor.heads_by_fold(images, meta, self.spec.tta).items():
                 out[head_name(run, kind)] = pred
         return out
+
+    def fold_scores(self, images: ImageSet) -> np.ndarray:
+        """(folds, N): what each fold's models alone give the images, the heads weighted as in `score`
+        but not clipped; `final` turns them into the ensemble's score. Used where the folds must be told
+        apart: a crop chosen by some folds is judged by the others (advice.crop)."""
+        by_fold = self.heads_by_fold(images)
+        return sum(self.spec.weights[name] * by_fold[name] for name in sorted(self.spec.weights))
+
+    @staticmethod
+    def final(fold_scores: np.ndarray) -> np.ndarray:
+        """The ensemble's score from `fold_scores`: the folds' mean, clipped (equal to `score` of the heads)."""
+        return clip_score(fold_scores.mean(axis=0))
 
     def score(self, heads: dict[str, np.ndarray]) -> np.ndarray:
         """The final Pawpularity: sum of weight x head over the spec's heads, clipped to [1, 100].

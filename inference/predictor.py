@@ -59,11 +59,15 @@ class RunPredictor:
 
     def heads(self, images: ImageSet, meta: np.ndarray | None = None, tta: bool = False) -> dict[str, np.ndarray]:
         """{"nn": (N,), "svr": (N,)}: each head averaged over the folds and the TTA views (flip if tta)."""
+        return {kind: scores.mean(axis=0) for kind, scores in self.heads_by_fold(images, meta, tta).items()}
+
+    def heads_by_fold(self, images: ImageSet, meta: np.ndarray | None = None,
+                      tta: bool = False) -> dict[str, np.ndarray]:
+        """{"nn": (folds, N), "svr": (folds, N)}: each fold's heads (in `self.folds` order), TTA views averaged."""
         bank = self.bank(images, meta)
         views = (False, True) if tta else (False,)
         per_fold = [self.fold_heads(bank, k, views) for k in self.folds]
-        return {"nn": np.mean([nn for nn, _ in per_fold], axis=0),
-                "svr": np.mean([svr for _, svr in per_fold], axis=0)}
+        return {"nn": np.stack([nn for nn, _ in per_fold]), "svr": np.stack([svr for _, svr in per_fold])}
 
     @torch.inference_mode()
     def fold_heads(self, bank: FeatureBank, k: int, views: Sequence[bool] = (False,)) -> tuple[np.ndarray, np.ndarray]:

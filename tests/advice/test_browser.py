@@ -55,7 +55,7 @@ def test_upload_shows_scores_ranking_heatmap_and_crop(live_server, advice_run, t
         assert "Put this one first" in cards[0].text and "Put this one first" not in cards[1].text
         heatmaps = driver.find_elements(By.CSS_SELECTOR, ".card img.heatmap")
         assert len(heatmaps) == 3 and all(h.size["width"] > 100 for h in heatmaps)
-        assert all(("Suggested crop" in c.text) or ("No crop scores higher" in c.text) for c in cards)
+        assert all(("likely to add about" in c.text) or ("Keep this photo as it is" in c.text) for c in cards)
         assert "could not be read" not in driver.find_element(By.ID, "status").text
     finally:
         driver.quit()

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import EpsImagePlugin, Image
 
 import advice.serve as serve
+from advice.heatmap import Heatmap
 from advice.photos import open_photo, read_photos
 from inference.ensemble import load_ensemble
 from pawcore.images import decode_problems, load_rgb
@@ -115,7 +116,7 @@ def test_unwritable_heatmap_dir_fails_before_any_work(tmp_path, monkeypatch, cap
 def test_scores_are_printed_when_one_heatmap_cannot_be_written(advice_run, test_photos, tmp_path, monkeypatch, capsys):
     """one heatmap that cannot be written is that photo's error; every score is still printed."""
     art, sub = advice_run
-    monkeypatch.setattr("advice.advise.occlusion_map", lambda ensemble, photo: np.ones((32, 32), np.float32))
+    monkeypatch.setattr("advice.advise.occlusion_map", lambda ensemble, photo: Heatmap(np.ones((32, 32), np.float32), 0.0))
     out = tmp_path / "h"
     (out / f"{test_photos[1].stem}-heatmap.png").mkdir(parents=True)  # the second heatmap's name is taken
     code = main(["score", str(test_photos[0]), str(test_photos[1]), "--artifacts-dir", str(art),
@@ -134,7 +135,7 @@ def test_heatmaps_of_photos_sharing_a_stem_do_not_overwrite_each_other(advice_ru
                                                                        monkeypatch, capsys):
     """a/x.jpg, b/x.jpg, a/x.png gave one x-heatmap.png (the last), the same path printed three times."""
     art, _ = advice_run
-    monkeypatch.setattr("advice.advise.occlusion_map", lambda ensemble, photo: np.ones((32, 32), np.float32))
+    monkeypatch.setattr("advice.advise.occlusion_map", lambda ensemble, photo: Heatmap(np.ones((32, 32), np.float32), 0.0))
     photos = [tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg", tmp_path / "a" / "x.png"]
     for path, source in zip(photos, test_photos):
         path.parent.mkdir(exist_ok=True)
