@@ -52,8 +52,10 @@ def test_scores_ranks_previews_and_crops(client, advice_run, test_photos):
         assert preview.format == "JPEG" and heat.format == "PNG" and heat.mode == "RGBA"
         assert preview.size == heat.size and abs(preview.width / preview.height - upright.width / upright.height) < 0.05
         assert np.asarray(heat)[..., 3].max() > 0  # something is highlighted
-        x0, y0, x1, y1 = r["crop"]["box"]
-        assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"] and r["crop"]["score"] >= r["score"]
+        x0, y0, x1, y1 = r["crop"]["best_box"]
+        assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
+        assert r["crop"]["box"] == ([x0, y0, x1, y1] if r["crop"]["suggested"] else [0, 0, r["width"], r["height"]])
+        assert r["crop"]["gain"] is not None and r["crop"]["gain_sd"] >= 0  # the tiny run has 2 folds: one per half
 
 
 def test_crop_and_heatmap_can_be_skipped(client, test_photos):
