@@ -26,7 +26,8 @@ class ScoreConfig(AdviceOptions):
     photos: tuple[str, ...] = option((), "Photo files (JPEG, PNG, WebP...), one or more.", required=True,
                                      positional=True, metavar="PHOTO")
     json: bool = option(False, "Print a JSON list, one object per photo.")
-    suggest_crop: bool = option(False, "Search crops for the highest score.")
+    suggest_crop: bool = option(False, "Search crops; one is suggested only when its held-out gain (scored by the "
+                                "half of the folds that did not choose it) is clearly positive, else keep the photo.")
     heatmap: str = option("", "Write the occlusion map of the final score over each photo to DIR (checked, or "
                           "created, before any work), named <stem>-heatmap.png; photos whose stems clash (a/x.jpg, "
                           "b/x.jpg, x.png; case ignored) get -2, -3, ... after the stem, in the order given.",
