@@ -38,7 +38,10 @@ def occlusion_map(ensemble: Ensemble, photo: Photo, window: float = 1 / 4, strid
     a forward pass of every fold (batched `batch_size` at a time).
     """
     size = model_size(ensemble)
-    pixels = photo.rgb(size)  # exactly the pixels `score` sees (at this size)
+    # The square the largest run sees, in its resize mode: exactly the pixels `score` sees at this size. The
+    # occluded squares are resized square to square for other runs, which is the same in every mode.
+    resize = next(p.resize for p in ensemble.predictors.values() if p.img_size == size)
+    pixels = photo.rgb(size, resize)
 
     def final_score(batch: torch.Tensor) -> torch.Tensor:
         images = batch.round().clamp(0, 255).to(torch.uint8).numpy()

@@ -1,7 +1,7 @@
 """Photos from files or uploads, decoded exactly as the image cache decodes a data split.
 
 `pawcore.images.load_rgb` is the one decoder: EXIF-upright, RGB whatever the mode, JPEG draft mode
-at the model's size, INTER_AREA to a square. Calling it on the photo's bytes at each run's size gives
+at the model's size, INTER_AREA to a square in the run's resize mode. Calling it on the photo's bytes at each run's size gives
 the same pixels as `infer`, so the same score. A photo that cannot be decoded becomes a `PhotoError`
 holding a message for that photo alone; the others are still scored.
 """
@@ -35,9 +35,9 @@ class Photo:
     width: int
     height: int
 
-    def rgb(self, size: int | None = None) -> np.ndarray:
-        """Upright RGB uint8: full size (None) or squashed to size x size as the image cache does."""
-        return load_rgb(io.BytesIO(self.data), size)
+    def rgb(self, size: int | None = None, resize: str = "squash") -> np.ndarray:
+        """Upright RGB uint8: full size (None) or made size x size (`resize` mode) as the image cache does."""
+        return load_rgb(io.BytesIO(self.data), size, resize)
 
 
 class PhotoImages:
@@ -49,8 +49,10 @@ class PhotoImages:
     def __len__(self) -> int:
         return len(self.photos)
 
-    def pixels(self, size: int) -> np.ndarray:
-        return np.stack([p.rgb(size) for p in self.photos]) if self.photos else np.empty((0, size, size, 3), np.uint8)
+    def pixels(self, size: int, resize: str = "squash") -> np.ndarray:
+        if not self.photos:
+            return np.empty((0, size, size, 3), np.uint8)
+        return np.stack([p.rgb(size, resize) for p in self.photos])
 
 
 def open_photo(name: str, data: bytes, max_pixels: int = MAX_PIXELS, uploaded: bool = False) -> Photo | PhotoError:
