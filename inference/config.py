@@ -39,7 +39,7 @@ class InferConfig(LoaderOptions, DeviceOptions, RunSettings):
                         "'auto' fits on OOF: one run, the NN weight with the lowest OOF RMSE (step 0.01); several "
                         "runs, one weight per head (>= 0, summing to 1; scipy SLSQP).", check=blend_value)
     weights_from: str = option("", "Replay an ensemble.json written by an earlier infer (its runs, head weights and "
-                               "TTA; --blend and --tta are then ignored, --runs must match): no OOF files needed, e.g. "
+                               "test-time views; --blend is then ignored, --tta and --runs must match): no OOF files needed, e.g. "
                                "in a Kaggle notebook.")
     tta: str = option("run", "Test-time views every head averages over, besides the photo itself: run = the views "
                       "the run was trained with (train-backbone --tta, which its OOF and so --blend auto used), "
