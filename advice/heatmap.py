@@ -64,8 +64,10 @@ class OccludedPhoto:
     def __len__(self) -> int:
         return 1 + len(self.boxes)
 
-    def pixels(self, size: int) -> np.ndarray:
-        out = np.repeat(self.photo.rgb(size)[None], len(self), axis=0)
+    def pixels(self, size: int, resize: str = "squash") -> np.ndarray:
+        # In pad and crop modes the windows tile the model's square, borders included, so the map is
+        # exact there but lies slightly off the photo where the square is not the whole photo.
+        out = np.repeat(self.photo.rgb(size, resize)[None], len(self), axis=0)
         for i, (y0, x0, y1, x1) in enumerate(self.boxes, start=1):
             out[i, _span(y0, y1, size), _span(x0, x1, size)] = self.fill
         return out

@@ -37,9 +37,9 @@ class Photo:
     height: int
     full: np.ndarray = field(repr=False)  # (height, width, 3) uint8, upright RGB
 
-    def rgb(self, size: int | None = None) -> np.ndarray:
-        """Upright RGB uint8: full size (None) or squashed to size x size as the image cache does."""
-        return self.full if size is None else resize_square(self.full, size)
+    def rgb(self, size: int | None = None, resize: str = "squash") -> np.ndarray:
+        """Upright RGB uint8: full size (None) or made size x size (`resize` mode) as the image cache does."""
+        return self.full if size is None else resize_square(self.full, size, resize)
 
 
 class PhotoImages:
@@ -51,8 +51,10 @@ class PhotoImages:
     def __len__(self) -> int:
         return len(self.photos)
 
-    def pixels(self, size: int) -> np.ndarray:
-        return np.stack([p.rgb(size) for p in self.photos]) if self.photos else np.empty((0, size, size, 3), np.uint8)
+    def pixels(self, size: int, resize: str = "squash") -> np.ndarray:
+        if not self.photos:
+            return np.empty((0, size, size, 3), np.uint8)
+        return np.stack([p.rgb(size, resize) for p in self.photos])
 
 
 def open_photo(name: str, data: bytes, max_pixels: int = MAX_PIXELS, uploaded: bool = False) -> Photo | PhotoError:

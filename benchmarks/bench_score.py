@@ -33,6 +33,8 @@ from advice.crop import suggest_crop  # noqa: E402
 from advice.heatmap import STRIDE, WINDOW, occlusion_map, windows  # noqa: E402
 from advice.photos import open_photo  # noqa: E402
 from inference.ensemble import load_ensemble  # noqa: E402
+from pawcore.views import tta_views  # noqa: E402
+from stage1_backbone.predict import view_batch  # noqa: E402
 
 
 def bare_forward(ensemble, pixels: dict[int, torch.Tensor]) -> None:
@@ -40,8 +42,8 @@ def bare_forward(ensemble, pixels: dict[int, torch.Tensor]) -> None:
         for predictor in ensemble.predictors.values():
             x = pixels[predictor.img_size]
             for model in predictor.models.values():
-                for view in ([x, torch.flip(x, dims=[3])] if ensemble.spec.tta else [x]):
-                    model.head_logits(model.embed(view))
+                for view in tta_views(ensemble.spec.tta):
+                    model.head_logits(model.embed(view_batch(x, view)))
 
 
 def timed(fn) -> float:
@@ -108,7 +110,7 @@ def main() -> None:
     bare50, bare95 = pct("bare")
     plain50, _ = pct("plain")
     settings = (f"run {args.run!r}: {n_folds} fold(s) x {len(ensemble.predictors)} run(s), {', '.join(map(str, sizes))} px, "
-                f"TTA {'on' if ensemble.spec.tta else 'off'}; {len(photos)} photos of {args.photos}")
+                f"test-time views: {','.join(ensemble.spec.tta) or 'none'}; {len(photos)} photos of {args.photos}")
     print(f"Command: `python benchmarks/bench_score.py --artifacts-dir {args.artifacts_dir} --run {args.run} "
           f"--photos {args.photos} --n {args.n}"
           + (f" --variants '{args.variants}'" if args.variants else "") + (f" --windows '{args.windows}'" if args.windows else "")

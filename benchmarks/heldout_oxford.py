@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/heldout_oxford.py --splits 2 --epochs 1 --n-folds 2 --img-size 64 \
         --work /tmp/heldout-try                                                        # a quick try
     .venv/bin/python benchmarks/heldout_oxford.py --stage2 old="--C 20 --balance off --nested off" --stage2 new="" --stage2 c100="--C 100"
+    .venv/bin/python benchmarks/heldout_oxford.py --stage1 mixup="--mixup 0.4" --stage1 ema="--ema 0.9" \
+        --work artifacts/heldout-ingredients --rows-to benchmarks/RESULTS.md    # stage-1 ingredients, on vs off
 
 Draws K random 320/50 train/test splits of the 370 labelled oxford photos (train.csv + test_labels.csv;
 split i uses seed --seed + i) and, on each, runs the whole pipeline through its CLI at the README's
@@ -27,6 +29,16 @@ elsewhere, so each setting is a run of its own whose folds.csv and stage1/ are h
 run's files (a copy where links fail). Stage 1's manifest records file hashes, not the run's name, so
 fit-svr and infer accept it as is; the feature and image caches (<artifacts>/features, cache) are per
 artifacts dir, so each setting reuses the fine-tuned folds' features the first one computed.
+
+Stage-1 variants (`--stage1 NAME="TRAIN-BACKBONE FLAGS"`, repeatable): each split also trains stage 1 with
+those flags added, as run base-NAME with `--folds-from base` (the same folds and seeds as the base run, so
+only the ingredient differs), and runs every stage-2 setting on it too (as run NAME.SETTING). The tables
+then get one row per variant: its test RMSE beside the base run's and the paired difference over the
+splits (same photos, same seeds). With --stage1 and no --stage2, stage 2 is today's defaults only (new="").
+
+    <work>/split{i}/artifacts/base-<variant>/           stage 1 with the variant's flags
+    <work>/split{i}/artifacts/<variant>.<setting>/       its stage 2 and infer runs
+    <work>/split{i}/results-<variant>.<setting>.json
 
 Resuming: a split/setting whose results JSON exists (with the same settings) is skipped; otherwise
 train-backbone skips its finished folds, fit-svr is skipped when its manifest is there, each infer
@@ -62,6 +74,7 @@ N_TEST = 50
 BASE_RUN = "base"
 STAGE1_MANIFEST = Path("stage1") / "manifest.json"
 DEFAULT_STAGE2 = {"old": "--C 20 --balance off --nested off", "new": ""}
+INGREDIENT_STAGE2 = {"new": ""}  # with --stage1 variants: today's stage 2 only
 # (key, label, infer --blend): each head alone, the README's 50/50 blend, and the blend chosen on OOF.
 HEADS = [("nn", "NN head", "1"), ("svr", "SVR head", "0"), ("blend0.5", "blend 0.5", "0.5"),
          ("auto", "blend auto", "auto")]
@@ -149,10 +162,21 @@ def step(name: str, args: list[str], log_dir: Path) -> float:
     return seconds
 
 
-def share_stage1(art: Path, setting: str) -> Path:
-    """Run dir <art>/<setting> with the base run's folds.csv and stage1/ as hard links (copies where links
-    fail). Remade from scratch, its stage 2 included, when the base run's stage 1 has changed."""
-    base, dest = art / BASE_RUN, art / setting
+def stage1_run(variant: str) -> str:
+    """The run that holds a stage-1 variant's training: base, or base-<variant>."""
+    return BASE_RUN if variant == BASE_RUN else f"{BASE_RUN}-{variant}"
+
+
+def setting_label(variant: str, setting: str) -> str:
+    """A (stage-1 variant, stage-2 setting) pair's run and results name: the setting alone for the base run
+    (as before variants existed, so earlier work dirs resume), else <variant>.<setting>."""
+    return setting if variant == BASE_RUN else f"{variant}.{setting}"
+
+
+def share_stage1(art: Path, setting: str, source: str = BASE_RUN) -> Path:
+    """Run dir <art>/<setting> with run `source`'s folds.csv and stage1/ as hard links (copies where links
+    fail). Remade from scratch, its stage 2 included, when that stage 1 has changed."""
+    base, dest = art / source, art / setting
     if (dest / STAGE1_MANIFEST).is_file() and _stage1_record(dest) == _stage1_record(base):
         return dest
     shutil.rmtree(dest, ignore_errors=True)
@@ -177,9 +201,10 @@ def _link_or_copy(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
-def run_setting(data: Path, art: Path, setting: str, flags: list[str], log_dir: Path) -> dict[str, float]:
-    """fit-svr with the setting's flags on the shared stage 1, then infer at each blend. -> seconds per step."""
-    run = share_stage1(art, setting)
+def run_setting(data: Path, art: Path, setting: str, flags: list[str], log_dir: Path,
+                source: str = BASE_RUN) -> dict[str, float]:
+    """fit-svr with the setting's flags on stage 1 of run `source`, then infer at each blend. -> seconds per step."""
+    run = share_stage1(art, setting, source)
     common = ["--artifacts-dir", str(art), "--run", setting]
     flags_file = run / "stage2-flags.json"
     if flags_file.is_file() and json.loads(flags_file.read_text()) != flags:
@@ -243,27 +268,51 @@ def honest_estimates(run: Path) -> dict[str, float | None]:
 
 
 # ---------------------------------------------------------------- one split
+def wanted_settings(i: int, args: argparse.Namespace) -> dict[str, dict]:
+    """{label: what its results must have been made with} for split i: every stage-1 variant x stage-2 setting.
+    The base variant's records are those of the time before variants, so earlier work dirs resume."""
+    wanted = {}
+    for variant, extra in args.stage1.items():
+        for name, flags in args.stage2.items():
+            settings = {"split": i, "seed": args.seed + i, "stage1_flags": args.stage1_flags + extra,
+                        "stage2_flags": flags}
+            if variant != BASE_RUN:
+                settings["stage1"] = variant
+            wanted[setting_label(variant, name)] = settings
+    return wanted
+
+
 def bench_split(i: int, split: dict[str, pd.DataFrame], args: argparse.Namespace) -> list[dict]:
-    """Stage 1 once, then every stage-2 setting; each setting's results JSON is written last."""
+    """Stage 1 once per variant (base first: the others share its folds), then every stage-2 setting on each;
+    each setting's results JSON is written last."""
     split_dir = args.work / f"split{i}"
-    wanted = {name: {"split": i, "seed": args.seed + i, "stage1_flags": args.stage1_flags, "stage2_flags": flags}
-              for name, flags in args.stage2.items()}
+    wanted = wanted_settings(i, args)
     results, todo = [], []
-    for name, settings in wanted.items():
-        done = _read_done(split_dir / f"results-{name}.json", settings)
+    for label, settings in wanted.items():
+        done = _read_done(split_dir / f"results-{label}.json", settings)
         if done:
             results.append(done)
         else:
-            todo.append(name)
+            todo.append(label)
     print(f"split {i} (seed {args.seed + i}): " + (f"to run: {', '.join(todo)}" if todo else "finished, skipped"))
     if not todo:
         return results
     data, art, logs = write_split(split, split_dir), split_dir / "artifacts", split_dir / "logs"
-    s1 = step("train-backbone", ["train-backbone", "--data-dir", str(data), "--artifacts-dir", str(art),
-                                 "--run", BASE_RUN, *args.stage1_flags], logs)
-    for name in todo:
-        seconds = {"train-backbone (this call)": s1, **run_setting(data, art, name, wanted[name]["stage2_flags"], logs)}
-        results.append(_finish(split_dir, name, wanted[name], seconds))
+    trained: dict[str, float] = {}
+    for variant, extra in args.stage1.items():
+        labels = [setting_label(variant, name) for name in args.stage2]
+        if variant != BASE_RUN and not set(labels) & set(todo):
+            continue
+        share = ["--folds-from", BASE_RUN] if variant != BASE_RUN else []
+        run = stage1_run(variant)
+        trained[run] = step("train-backbone" if variant == BASE_RUN else f"train-backbone-{variant}",
+                            ["train-backbone", "--data-dir", str(data), "--artifacts-dir", str(art), "--run", run,
+                             *share, *args.stage1_flags, *extra], logs)
+        for name, label in zip(args.stage2, labels):
+            if label in todo:
+                seconds = {"train-backbone (this call)": trained[run],
+                           **run_setting(data, art, label, wanted[label]["stage2_flags"], logs, run)}
+                results.append(_finish(split_dir, label, wanted[label], seconds))
     return sorted(results, key=lambda r: list(wanted).index(r["setting"]))
 
 
@@ -300,6 +349,28 @@ def _cell(values: list[float | None]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def ingredient_table(results: list[dict], args: argparse.Namespace) -> str:
+    """One row per stage-1 variant and stage-2 setting: test RMSE of the NN head and the blends, mean ± sd over
+    the splits, each beside the paired difference from the base run (variant minus base, per split: the
+    same photos and seeds, so the split-to-split spread cancels). Negative is better."""
+    keys = [("nn", "NN head"), ("blend0.5", "blend 0.5"), ("auto", "blend auto")]
+    lines = ["| stage-1 variant | train-backbone flags | stage 2 | splits | "
+             + " | ".join(f"test {label} | Δ {label} vs base" for _, label in keys) + " |",
+             "|" + "---|" * (4 + 2 * len(keys))]
+    for name in args.stage2:
+        base = {r["split"]: r for r in results if r["setting"] == setting_label(BASE_RUN, name)}
+        for variant, extra in args.stage1.items():
+            rows = [r for r in results if r["setting"] == setting_label(variant, name)]
+            cells = []
+            for key, _ in keys:
+                diffs = [r["test"][key] - base[r["split"]]["test"][key] for r in rows
+                         if r["split"] in base and variant != BASE_RUN]
+                cells += [_cell([r["test"][key] for r in rows]), _cell(diffs) if diffs else ""]
+            flags = shlex.join(extra) if extra else "(today's defaults)"
+            lines.append(f"| {variant} | `{flags}` | {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary_table(results: list[dict], settings: list[str]) -> str:
     """Mean ± sd over the splits: per setting and head, test RMSE beside the OOF and honest estimates."""
     lines = ["| setting | head | test RMSE | OOF RMSE (optimistic) | honest estimate |", "|---|---|---|---|---|"]
@@ -333,15 +404,23 @@ def split_table(results: list[dict]) -> str:
 
 def report(results: list[dict], args: argparse.Namespace, seconds: float) -> str:
     settings = "; ".join(f"{name}: `{shlex.join(flags) or '(defaults)'}`" for name, flags in args.stage2.items())
+    labels = list(wanted_settings(0, args))
+    ingredients = len(args.stage1) > 1
+    heading = "## Held-out benchmark: stage-1 ingredients" if ingredients else "## Held-out benchmark"
+    variants = [] if not ingredients else [
+        "Stage-1 variants (train-backbone flags added to the base run's; same splits, folds and seeds): "
+        + "; ".join(f"{v}: `{shlex.join(f) or '(none)'}`" for v, f in args.stage1.items()) + ".",
+        "Each ingredient on vs off (Δ: variant minus base, per split, mean ± sd; negative is better):", "",
+        ingredient_table(results, args), ""]
     return "\n".join([
-        "## Held-out benchmark", "",
+        heading, "",
         f"Command: `{shlex.join(['python', *sys.argv])}` ({dt.date.today().isoformat()}, "
         f"{len({r['split'] for r in results})} splits, {seconds / 60:.0f} min this call).",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; Python {platform.python_version()}.",
         f"Each split: {N_TEST} test photos drawn at random from the {args.n_photos} labelled photos of "
         f"`{args.data_dir}`, the other {args.n_photos - N_TEST} train stage 1 (`{shlex.join(args.stage1_flags)}`) "
-        f"once; stage-2 settings (fit-svr flags): {settings}.",
-        "Mean ± sd over the splits:", "", summary_table(results, list(args.stage2)), "",
+        f"once; stage-2 settings (fit-svr flags): {settings}.", *variants,
+        "Mean ± sd over the splits:", "", summary_table(results, labels), "",
         "Per split:", "", split_table(results), ""])
 
 
@@ -364,11 +443,30 @@ def parse_stage2(items: list[str] | None) -> dict[str, list[str]]:
     settings = {}
     for item in items or [f"{k}={v}" for k, v in DEFAULT_STAGE2.items()]:
         name, sep, flags = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in {BASE_RUN, "cache", "features"}:
+        if (not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in {BASE_RUN, "cache", "features"}
+                or name.startswith(f"{BASE_RUN}-")):
             raise SystemExit(f"--stage2 {item!r}: use NAME=\"FIT-SVR FLAGS\" with NAME of letters, digits, "
-                             f"'_.-' (not {BASE_RUN}, cache or features), e.g. --stage2 old=\"--C 20\".")
+                             f"'_.-' (not {BASE_RUN}, {BASE_RUN}-*, cache or features), e.g. --stage2 old=\"--C 20\".")
         settings[name] = shlex.split(flags)
     return settings
+
+
+def parse_stage1(items: list[str] | None) -> dict[str, list[str]]:
+    """--stage1 NAME="FLAGS" (repeatable) -> {variant: extra train-backbone flags}, the base run (none) first."""
+    variants = {BASE_RUN: []}
+    for item in items or []:
+        name, sep, flags = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in {BASE_RUN, "cache", "features"}:
+            raise SystemExit(f"--stage1 {item!r}: use NAME=\"TRAIN-BACKBONE FLAGS\" with NAME of letters, digits, "
+                             f"'_-' (not {BASE_RUN}, cache or features), e.g. --stage1 mixup=\"--mixup 0.4\".")
+        if name in variants:
+            raise SystemExit(f"--stage1 {name!r} is given twice: name each variant once.")
+        variants[name] = shlex.split(flags)
+        fixed = {"--img-size", "--epochs", "--n-folds", "--run", "--artifacts-dir", "--data-dir", "--folds-from"}
+        if clash := sorted(fixed & {f.split("=")[0] for f in variants[name]}):
+            raise SystemExit(f"--stage1 {item!r}: {clash} are set by the benchmark for every run (use --img-size, "
+                             f"--epochs, --n-folds of this script); a variant adds only its ingredient's flags.")
+    return variants
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -383,8 +481,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage2", action="append", metavar='NAME="FLAGS"',
                    help=f"A stage-2 setting: fit-svr flags (repeatable; default: "
                         f"{' '.join(f'{k}={v!r}' for k, v in DEFAULT_STAGE2.items())}).")
+    p.add_argument("--stage1", action="append", metavar='NAME="FLAGS"',
+                   help="A stage-1 variant: train-backbone flags added to the base run's (repeatable), e.g. "
+                        "mixup=\"--mixup 0.4\"; each gets its rows beside the base run's.")
     p.add_argument("--rows-to", type=Path, help="Also put the tables in this markdown file (benchmarks/RESULTS.md).")
     args = p.parse_args(argv)
+    args.stage1 = parse_stage1(args.stage1)
+    if args.stage2 is None and len(args.stage1) > 1:
+        args.stage2 = [f"{k}={v}" for k, v in INGREDIENT_STAGE2.items()]
     args.stage2 = parse_stage2(args.stage2)
     args.stage1_flags = ["--img-size", str(args.img_size), "--epochs", str(args.epochs), "--n-folds", str(args.n_folds)]
     args.work = args.work if args.work.is_absolute() else ROOT / args.work
@@ -398,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = labelled_photos(data_dir)
     args.n_photos = len(pool)
     splits = draw_splits(pool, args.splits, args.seed)
-    print(f"{args.splits} splits of {N_TEST} test photos; stage-2 settings {list(args.stage2)}; work dir {args.work}")
+    print(f"{args.splits} splits of {N_TEST} test photos; stage-1 variants {list(args.stage1)}; stage-2 settings "
+          f"{list(args.stage2)}; work dir {args.work}")
     results = []
     for i, split in enumerate(splits):
         t_split = time.perf_counter()

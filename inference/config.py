@@ -4,6 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pawcore.config import DataOptions, DeviceOptions, LoaderOptions, RunSettings, check_option, option, override
+from pawcore.views import tta_value
+
+
+def infer_tta_value(text: str) -> str | None:
+    """--tta: run (each run's own views), or views as train-backbone's --tta takes them."""
+    return None if text == "run" else tta_value(text)
 
 
 def blend_value(text: str) -> str | None:
@@ -33,9 +39,12 @@ class InferConfig(LoaderOptions, DeviceOptions, RunSettings):
                         "'auto' fits on OOF: one run, the NN weight with the lowest OOF RMSE (step 0.01); several "
                         "runs, one weight per head (>= 0, summing to 1; scipy SLSQP).", check=blend_value)
     weights_from: str = option("", "Replay an ensemble.json written by an earlier infer (its runs, head weights and "
-                               "TTA; --blend and --tta are then ignored, --runs must match): no OOF files needed, e.g. "
+                               "test-time views; --blend is then ignored, --tta and --runs must match): no OOF files needed, e.g. "
                                "in a Kaggle notebook.")
-    tta: bool = option(False, "Horizontal-flip test-time augmentation, applied to both heads alike.")
+    tta: str = option("run", "Test-time views every head averages over, besides the photo itself: run = the views "
+                      "the run was trained with (train-backbone --tta, which its OOF and so --blend auto used), "
+                      "none, or comma-separated from flip, zoom, crops. --tta alone means flip.",
+                      check=infer_tta_value, metavar="VIEWS", bare="flip")
     out: str = option("", "Submission path (default: <artifacts-dir>/<run>/submission.csv; several runs: "
                       "<artifacts-dir>/ensembles/<run1+run2>/submission.csv); report, plots and ensemble.json go "
                       "beside it.")
@@ -44,6 +53,11 @@ class InferConfig(LoaderOptions, DeviceOptions, RunSettings):
                             "is ever written under read-only artifacts.")
     allow_partial: bool = option(False, "Submit from a stage 1 with folds missing (said in report.md); by default "
                                  "that is an error naming the missing folds.")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tta, bool):  # `tta: true` in YAML or code from when the flip was the only view
+            self.tta = "flip" if self.tta else "none"
+        super().__post_init__()
 
     @property
     def blend_weight(self) -> float | None:

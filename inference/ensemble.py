@@ -15,9 +15,9 @@ import numpy as np
 from pawcore.artifacts import artifact_error, read_json_object, write_json
 from pawcore.errors import ArtifactError
 from pawcore.metrics import clip_score
-from pawcore.run import run_dir
-
 from pawcore.images import ImageSet
+from pawcore.run import run_dir
+from pawcore.views import parse_tta
 
 from .predictor import RunPredictor
 
@@ -31,12 +31,13 @@ def head_name(run: str, kind: str) -> str:
 
 @dataclass
 class EnsembleSpec:
-    """What a submission was made of: runs (in one artifacts dir), one weight per head, TTA on/off."""
+    """What a submission was made of: runs (in one artifacts dir), one weight per head, and the test-time
+    views every head averaged over (names, pawcore/views.py; [] = the photo alone)."""
 
     artifacts_dir: str
     runs: list[str]
     weights: dict[str, float]
-    tta: bool = False
+    tta: list[str] = dataclasses.field(default_factory=list)
 
     def save(self, path: Path) -> None:
         write_json(path, dataclasses.asdict(self))
@@ -55,7 +56,7 @@ class EnsembleSpec:
         valid = [f.name for f in dataclasses.fields(cls)]
         if unknown := sorted(set(raw) - set(valid)):
             raise bad(f"has unknown key(s) {unknown}; valid keys are {valid}")
-        runs, weights, tta = raw["runs"], raw["weights"], raw.get("tta", False)
+        runs, weights, tta = raw["runs"], raw["weights"], raw.get("tta", [])
         if not isinstance(raw["artifacts_dir"], str):
             raise bad(f"has artifacts_dir {raw['artifacts_dir']!r}, not a path (string)")
         if not (isinstance(runs, list) and runs and all(isinstance(r, str) and r for r in runs)):
@@ -68,9 +69,14 @@ class EnsembleSpec:
                 raise bad(f"weighs head {name!r}, which is not one of its runs' heads {sorted(heads)}")
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
                 raise bad(f"gives head {name!r} the weight {w!r}, not a finite number")
-        if not isinstance(tta, bool):
-            raise bad(f"has tta {tta!r}, not true or false")
-        return cls(raw["artifacts_dir"], list(runs), {k: float(w) for k, w in weights.items()}, tta)
+        # A file written when the flip was the only view says true or false.
+        if not (isinstance(tta, bool) or (isinstance(tta, list) and all(isinstance(v, str) for v in tta))):
+            raise bad(f"has tta {tta!r}, not a list of test-time views (or true/false)")
+        try:
+            views = list(parse_tta(tta))
+        except ValueError as e:
+            raise bad(f"has tta {tta!r}: {e}") from None
+        return cls(raw["artifacts_dir"], list(runs), {k: float(w) for k, w in weights.items()}, views)
 
 
 class Ensemble:

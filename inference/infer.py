@@ -27,6 +27,7 @@ from pawcore.images import SplitImages
 from pawcore.locks import exclusive
 from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.run import run_dir
+from pawcore.views import parse_tta
 from stage2_svr.manifest import Stage2Manifest
 
 from .blend import best_weight, blend_curve, cross_fitted_rmse, family_weights, fit_weights
@@ -72,18 +73,37 @@ def output_paths(cfg: InferConfig, runs: list[str]) -> tuple[Path, Path]:
 
 
 def planned_spec(cfg: InferConfig) -> EnsembleSpec:
-    """The runs and TTA setting to use: from --runs/--tta, or from the ensemble.json of --weights-from."""
+    """The runs and test-time views to use: from --runs/--tta, or from the ensemble.json of --weights-from.
+    With --tta run the views are filled in by `run_views` once the runs are loaded."""
     if not cfg.weights_from:
-        return EnsembleSpec(cfg.artifacts_dir, parse_runs(cfg), {}, cfg.tta)
+        return EnsembleSpec(cfg.artifacts_dir, parse_runs(cfg), {}, [] if cfg.tta == "run" else list(parse_tta(cfg.tta)))
     saved = EnsembleSpec.load(Path(cfg.weights_from))
     if cfg.runs.strip() and parse_runs(cfg) != saved.runs:
         raise ConfigError(f"--runs {cfg.runs!r} but --weights-from {cfg.weights_from} was made of runs "
                           f"{','.join(saved.runs)}. Drop --runs (the file names its runs) or use a matching file.")
-    if cfg.tta and not saved.tta:
-        raise ConfigError(f"--tta, but the weights in {cfg.weights_from} were used without TTA. Drop --tta to "
-                          f"replay them, or run infer with --tta and --blend to make new ones.")
+    if cfg.tta != "run" and list(parse_tta(cfg.tta)) != saved.tta:
+        raise ConfigError(f"--tta {cfg.tta}, but the weights in {cfg.weights_from} were used with test-time views "
+                          f"{saved.tta or 'none'}. Drop --tta to replay them, or run infer with --tta and --blend "
+                          f"to make new ones.")
     # The artifacts dir is today's, not the one recorded (the artifacts may have moved, e.g. to Kaggle).
     return EnsembleSpec(cfg.artifacts_dir, saved.runs, dict(saved.weights), saved.tta)
+
+
+def run_views(cfg: InferConfig, predictors: dict[str, RunPredictor], planned: list[str]) -> list[str]:
+    """--tta run: the views the runs were trained with (their OOF, so the blend weights, used them); runs
+    trained with different views need --tta. Views other than a run's own are allowed, with a warning."""
+    own = {run: list(p.stage1.tta) for run, p in predictors.items()}
+    if cfg.weights_from or cfg.tta != "run":
+        for run, views in own.items():
+            if views != planned:
+                log.warning("Run %r's OOF predictions were made with test-time views %s, the test photos get %s: "
+                            "blend weights fitted on OOF may not carry over.", run, views or "none", planned or "none")
+        return planned
+    if len({tuple(v) for v in own.values()}) > 1:
+        raise ConfigError(f"--tta run, but the runs were trained with different test-time views "
+                          f"({'; '.join(f'{r}: {v or None}' for r, v in own.items())}). Give --tta VIEWS for all of "
+                          f"them, e.g. --tta {','.join(next(v for v in own.values() if v) or ['flip'])}.")
+    return next(iter(own.values()))
 
 
 def auto_weights(oof: pd.DataFrame, runs: list[str]) -> tuple[dict[str, float], str]:
@@ -131,6 +151,7 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     planned = planned_spec(cfg)
     out, cache = output_paths(cfg, planned.runs)
     predictors = load_predictors(cfg.artifacts_dir, planned.runs, cfg.device, cfg.batch_size, cfg.num_workers, cache)
+    planned.tta = run_views(cfg, predictors, planned.tta)
     notes = check_runs(cfg, predictors)
     oof = read_oof(cfg, planned.runs)
     weights, chosen_by = (planned.weights, f"replayed from {cfg.weights_from}") if cfg.weights_from else \
@@ -237,7 +258,7 @@ def print_summary(blend: float | None, cfg: InferConfig, ensemble: Ensemble, sum
         print(f"Blend fitted on OOF: {summary.head_table['OOF RMSE'].iat[-1]:.3f} (optimistic, weights chosen on "
               f"these rows); cross-fitted: {summary.cross_fitted:.3f} (each fold scored with weights fitted on the "
               f"other folds; trust this one).")
-    print(f"\nHeads ({chosen_by}; TTA {'on' if ensemble.spec.tta else 'off'}):")
+    print(f"\nHeads ({chosen_by}; test-time views: the photo{''.join(' + ' + v for v in ensemble.spec.tta)}):")
     print(format_table(summary.head_table))
     if summary.table is not None:
         what = (f"final = {share:.2f} x NN + {1 - share:.2f} x SVR" if share is not None and len(runs) == 1

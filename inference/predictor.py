@@ -17,6 +17,7 @@ from pawcore.errors import ArtifactError
 from pawcore.images import ImageSet
 from pawcore.metrics import clip_score
 from pawcore.run import RunDir
+from pawcore.views import IDENTITY, tta_views
 from stage1_backbone.manifest import Stage1Manifest
 from stage1_backbone.model import logits_to_score
 from stage1_backbone.predict import pick_device
@@ -45,6 +46,7 @@ class RunPredictor:
         self.sources = self.stage2.sources  # exactly the ones fit-svr chose, in its order
         self.folds = sorted(self.stage1.folds)
         self.img_size = self.stage1.img_size
+        self.resize = self.stage1.resize
         self.needs_meta = self.stage1.model["n_meta"] > 0 or self.stage2.use_meta
         self.models = {k: self.stage1.fold_model(k) for k in self.folds}
         self.heads_of = {k: self.stage2.load_head(k) for k in self.folds}
@@ -57,31 +59,33 @@ class RunPredictor:
         return FeatureBank(self.stage1, images, self.cache_dir, meta=meta, batch_size=self.batch_size,
                            device=self.device, num_workers=self.num_workers, fold_model=self.models.__getitem__)
 
-    def heads(self, images: ImageSet, meta: np.ndarray | None = None, tta: bool = False) -> dict[str, np.ndarray]:
-        """{"nn": (N,), "svr": (N,)}: each head averaged over the folds and the TTA views (flip if tta)."""
+    def heads(self, images: ImageSet, meta: np.ndarray | None = None,
+              tta: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """{"nn": (N,), "svr": (N,)}: each head averaged over the folds and the test-time views: the photo
+        itself and those `tta` names (pawcore/views.py; e.g. ("flip",))."""
         return {kind: scores.mean(axis=0) for kind, scores in self.heads_by_fold(images, meta, tta).items()}
 
     def heads_by_fold(self, images: ImageSet, meta: np.ndarray | None = None,
-                      tta: bool = False) -> dict[str, np.ndarray]:
-        """{"nn": (folds, N), "svr": (folds, N)}: each fold's heads (in `self.folds` order), TTA views averaged."""
+                      tta: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """{"nn": (folds, N), "svr": (folds, N)}: each fold's heads (in `self.folds` order), views averaged."""
         bank = self.bank(images, meta)
-        views = (False, True) if tta else (False,)
+        views = tta_views(tta)
         per_fold = [self.fold_heads(bank, k, views) for k in self.folds]
         return {"nn": np.stack([nn for nn, _ in per_fold]), "svr": np.stack([svr for _, svr in per_fold])}
 
     @torch.inference_mode()
-    def fold_heads(self, bank: FeatureBank, k: int, views: Sequence[bool] = (False,)) -> tuple[np.ndarray, np.ndarray]:
+    def fold_heads(self, bank: FeatureBank, k: int, views: Sequence[str] = (IDENTITY,)) -> tuple[np.ndarray, np.ndarray]:
         """Fold k's (NN scores, SVR scores) of the bank's images, each averaged over the views."""
         model = self.models[k]
         meta = torch.from_numpy(np.asarray(bank.meta, np.float32)) if model.n_meta else None
         nn_views, svr_views = [], []
-        for flip in views:
-            emb = torch.from_numpy(bank.tuned(k, flip))  # one forward pass feeds both heads
+        for view in views:
+            emb = torch.from_numpy(bank.tuned(k, view))  # one forward pass feeds both heads
             on = model.head.weight.device  # after that pass: wherever the backbone ran (none if cached)
             emb = emb.to(on)
             logits = model.head_logits(emb, meta.to(on) if meta is not None else None)
             nn_views.append(logits_to_score(logits).cpu().numpy())
-            X = bank.matrix(k, self.sources, flip, with_meta=self.stage2.use_meta)
+            X = bank.matrix(k, self.sources, view, with_meta=self.stage2.use_meta)
             if X.shape[1] != self.stage2.n_features:
                 raise ArtifactError(f"Run {self.run.run!r}: the SVR input has {X.shape[1]} features here but "
                                     f"{self.stage2.n_features} in fit-svr. Re-run fit-svr for this run.")

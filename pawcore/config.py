@@ -29,13 +29,15 @@ Check = Callable[[Any], "str | None"]
 
 
 def option(default: Any, help: str, choices: tuple | None = None, group: str = "", required: bool = False,
-           check: Check | None = None, positional: bool = False, metavar: str | None = None) -> Any:
+           check: Check | None = None, positional: bool = False, metavar: str | None = None,
+           bare: Any = None) -> Any:
     """A dataclass field with its --help text, optional valid choices and check, --help group, and whether
     the command needs it (given on the command line or in --config). `positional=True` makes it a
-    positional argument taking any number of values (type `tuple[str, ...]`)."""
+    positional argument taking any number of values (type `tuple[str, ...]`). `bare`: the value of the
+    flag given without one (a former on/off flag that now takes a value keeps its old spelling)."""
     return dataclasses.field(default=default, metadata={
         "help": help, "choices": choices, "group": group, "required": required, "check": check,
-        "positional": positional, "metavar": metavar})
+        "positional": positional, "metavar": metavar, "bare": bare})
 
 
 def override(cls: type, name: str, **changes: Any) -> Any:
@@ -256,6 +258,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 help=f"{help_text} (default: {f.default})", **kwargs)
             continue
         kwargs["type"] = PARSERS[kind]
+        if f.metadata.get("bare") is not None:
+            kwargs.update(nargs="?", const=f.metadata["bare"])
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         else:

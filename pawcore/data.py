@@ -50,9 +50,9 @@ class Split:
     def targets(self) -> np.ndarray:
         return self.frame[TARGET_COL].to_numpy(np.float32)
 
-    def pixels(self, size: int, cache_dir: str | Path) -> np.ndarray:
+    def pixels(self, size: int, cache_dir: str | Path, resize: str = "squash") -> np.ndarray:
         """(N, size, size, 3) uint8 RGB, decoded once into the shared memory-mapped cache."""
-        return cached_images(self.image_paths, size, cache_dir, self.name)
+        return cached_images(self.image_paths, size, cache_dir, self.name, resize=resize)
 
 
 def _line(row_index: int) -> int:

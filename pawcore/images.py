@@ -1,8 +1,8 @@
-"""Decode each photo once: RGB, EXIF-upright, squashed to size x size, cached as a uint8 .npy memmap.
+"""Decode each photo once: RGB, EXIF-upright, resized to size x size, cached as a uint8 .npy memmap.
 
 Every stage (all folds, every epoch, embeddings, infer) reads the same cache, so a photo is decoded
-once per (split, size). The cache file name carries a key made of the files' names, sizes and
-modification times and the resize settings: change any and a new cache is built.
+once per (split, size, resize mode). The cache file name carries a key made of the files' names, sizes
+and modification times and the resize settings: change any and a new cache is built.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .artifacts import atomic_path, sha256_text
 from .errors import DataError, summarise
 from .progress import progress
+from .views import RESIZE_MODES
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,13 @@ def decode_reason(error: BaseException) -> str:
     return f"damaged or incomplete ({type(error).__name__}: {error})"
 
 
-def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarray:
+def load_rgb(path: str | Path | IO[bytes], size: int | None = None, resize: str = "squash") -> np.ndarray:
     """Decode an image file as an upright RGB uint8 array, whatever its mode (L, RGBA, CMYK, 16-bit, P).
 
-    With `size`, the full-resolution decode is squashed to size x size by `resize_square`. Always the
-    full decode (no JPEG draft mode, although it is faster for big photos): a crop of a photo, the photo
-    itself and the occluded copies of the heatmap are then all cut from the same pixels, so the
-    uncropped box scores exactly what the photo scores, at every model size.
+    With `size`, the full-resolution decode is made exactly size x size by `resize_square` (`resize`:
+    squash, pad or crop). Always the full decode (no JPEG draft mode, although it is faster for big
+    photos): a crop of a photo, the photo itself and the occluded copies of the heatmap are then all cut
+    from the same pixels, so the uncropped box scores exactly what the photo scores, at every model size.
 
     PIL rather than cv2.imdecode(IMREAD_REDUCED_COLOR_*): both use the same libjpeg DCT scaling (cv2 was
     ~13% faster on one 804x904 photo here), but OpenCV decodes a truncated JPEG without an error, filling
@@ -115,11 +116,31 @@ def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarra
             arr = arr * (255.0 / max(float(arr.max()), 1.0))
             img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
         rgb = np.asarray(img.convert("RGB"))
-    return np.ascontiguousarray(rgb if size is None else resize_square(rgb, size))
+    return np.ascontiguousarray(rgb if size is None else resize_square(rgb, size, resize))
 
 
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The one resize of the project: squash to size x size with INTER_AREA (INTERPOLATION)."""
+def resize_square(rgb: np.ndarray, size: int, mode: str = "squash") -> np.ndarray:
+    """The one resize of the project: a photo -> size x size, with INTER_AREA (INTERPOLATION).
+
+    squash stretches the whole photo; pad keeps its aspect ratio and centres it on black; crop keeps
+    the central square (pawcore/views.py). A square photo is the same in every mode.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode {mode!r}: use one of {list(RESIZE_MODES)}")
+    h, w = rgb.shape[:2]
+    if mode == "crop" and h != w:
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        rgb = rgb[y0:y0 + side, x0:x0 + side]
+    if mode == "pad" and h != w:
+        # Shrink (or grow) the longer side to `size` first, then pad: the pixels are resized once.
+        scale = size / max(h, w)
+        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        small = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        out = np.zeros((size, size, 3), np.uint8)
+        y0, x0 = (size - new_h) // 2, (size - new_w) // 2
+        out[y0:y0 + new_h, x0:x0 + new_w] = small
+        return out
     if rgb.shape[:2] == (size, size):
         return rgb
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
@@ -130,21 +151,23 @@ def images_key(pixels: np.memmap) -> str:
     return Path(pixels.filename).stem
 
 
-def cache_key(paths: Sequence[Path], size: int) -> str:
-    parts = [f"v{CACHE_VERSION}", f"size={size}"]
+def cache_key(paths: Sequence[Path], size: int, resize: str = "squash") -> str:
+    # squash adds nothing, so caches written before the other modes existed are still found.
+    parts = [f"v{CACHE_VERSION}", f"size={size}"] + ([] if resize == "squash" else [f"resize={resize}"])
     for p in paths:
         st = os.stat(p)
         parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
     return sha256_text("\n".join(parts))[:16]
 
 
-def _decode_each(paths: Sequence[Path], size: int, store, desc: str, workers: int | None) -> list[str]:
+def _decode_each(paths: Sequence[Path], size: int, store, desc: str, workers: int | None,
+                 resize: str = "squash") -> list[str]:
     """Decode every path in parallel (OpenCV/PIL release the GIL), calling store(i, rgb); return problems."""
     problems: list[str] = []
 
     def decode(i: int) -> None:
         try:
-            store(i, load_rgb(paths[i], size))
+            store(i, load_rgb(paths[i], size, resize))
         except DECODE_ERRORS as e:
             problems.append(f"{paths[i]}: cannot be decoded as an image: {decode_reason(e)}; "
                             f"replace the file or remove its row.")
@@ -161,14 +184,16 @@ def decode_problems(paths: Sequence[Path], workers: int | None = None) -> list[s
 
 
 def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name: str,
-                  workers: int | None = None) -> np.ndarray:
+                  workers: int | None = None, resize: str = "squash") -> np.ndarray:
     """Return an (N, size, size, 3) uint8 array of the images, building the cache file if needed.
 
     Every file is decoded before the cache is renamed into place; all files that fail are reported
-    together and no cache file is left behind.
+    together and no cache file is left behind. `resize` (squash, pad, crop) is part of the file's name
+    and key, so features cached from it (keyed by `images_key`) are per mode too.
     """
     cache_dir = Path(cache_dir)
-    path = cache_dir / f"images-{name}-{size}px-{cache_key(paths, size)}.npy"
+    mode = "" if resize == "squash" else f"-{resize}"
+    path = cache_dir / f"images-{name}-{size}px{mode}-{cache_key(paths, size, resize)}.npy"
     if path.is_file():
         log.info("Image cache hit: %s", path)
         return np.load(path, mmap_mode="r")
@@ -176,7 +201,7 @@ def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name:
     log.info("Decoding %d images to %dx%d into %s", len(paths), size, size, path)
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-        problems = _decode_each(paths, size, out.__setitem__, f"decode {name}", workers)
+        problems = _decode_each(paths, size, out.__setitem__, f"decode {name}", workers, resize)
         out.flush()
         del out
         if problems:
@@ -185,7 +210,8 @@ def cached_images(paths: Sequence[Path], size: int, cache_dir: str | Path, name:
 
 
 class ImageSet(Protocol):
-    """Images a model can read at any square size: pixels(size) is (N, size, size, 3) uint8, RGB, upright.
+    """Images a model can read at any square size: pixels(size, resize) is (N, size, size, 3) uint8, RGB,
+    upright, made square by `resize_square` in mode `resize` (the run's, from its saved config).
 
     fit-svr, infer and score/serve all hand images to the models through this protocol, at whatever
     size each model needs. A set whose pixels are a cache memmap has a stable identity (`images_key`),
@@ -194,7 +220,7 @@ class ImageSet(Protocol):
 
     def __len__(self) -> int: ...
 
-    def pixels(self, size: int) -> np.ndarray: ...
+    def pixels(self, size: int, resize: str = "squash") -> np.ndarray: ...
 
 
 class SplitImages:
@@ -206,12 +232,12 @@ class SplitImages:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def pixels(self, size: int) -> np.ndarray:
-        return cached_images(self.paths, size, self.cache_dir, self.name)
+    def pixels(self, size: int, resize: str = "squash") -> np.ndarray:
+        return cached_images(self.paths, size, self.cache_dir, self.name, resize=resize)
 
 
 class ArrayImages:
-    """RGB photos already in memory (any sizes), squashed to size x size as the image cache does."""
+    """RGB photos already in memory (any sizes), made size x size as the image cache does."""
 
     def __init__(self, images: Sequence[np.ndarray]):
         self.images = list(images)
@@ -219,8 +245,8 @@ class ArrayImages:
     def __len__(self) -> int:
         return len(self.images)
 
-    def pixels(self, size: int) -> np.ndarray:
+    def pixels(self, size: int, resize: str = "squash") -> np.ndarray:
         out = np.empty((len(self.images), size, size, 3), np.uint8)
         for i, rgb in enumerate(self.images):
-            out[i] = resize_square(rgb, size)
+            out[i] = resize_square(rgb, size, resize)
         return out

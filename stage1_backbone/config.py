@@ -4,8 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pawcore.config import DataOptions, RunSettings, in_range, option, override
+from pawcore.views import RESIZE_MODES, parse_tta, tta_value
 
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+
+
+def ema_decay(value: float) -> str | None:
+    """--ema: 0 (off) or a decay in (0, 1); 1 would never move the average off the first step's weights."""
+    return None if value == 0 or 0 < value < 1 else "must be 0 (off) or a decay in (0, 1), e.g. 0.9"
 
 
 @dataclass
@@ -58,9 +64,42 @@ class TrainConfig(RunSettings):
                          "tensorboard, wandb or mlflow (their package must be installed).", choices=LOGGERS,
                          group="training")
     compile: bool = option(False, "torch.compile the backbone (GPU; slower start, faster steps).", group="hardware")
+    # The 2021 winners' training ingredients. Each default is the behaviour before the option existed, so a
+    # fold saved without these keys replays as it was trained. README, "Training ingredients", says which
+    # ones helped on the held-out benchmark.
+    mixup: float = option(0.0, "Mixup: each training batch's images, metadata and BCE targets mixed with one "
+                          "Beta(ALPHA, ALPHA) weight (0 = off; e.g. 0.4). Validation and OOF see the photos as "
+                          "they are.", check=in_range(0), group="training", metavar="ALPHA")
+    head_lr_mult: float = option(1.0, "The head's learning rate as a multiple of the backbone's (e.g. 10: the new "
+                                 "linear head learns faster than the pretrained body).",
+                                 check=in_range(0, low_open=True), group="training", metavar="M")
+    layer_decay: float = option(1.0, "Layer-wise LR decay (timm's param_groups_layer_decay): each block's LR is "
+                                "D times the next one's, the last block at --lr; 1 = off (one LR for the body). "
+                                "With D < 1 biases and norm weights get no weight decay, as in timm.",
+                                check=in_range(0, 1, low_open=True), group="training", metavar="D")
+    ema: float = option(0.0, "Exponential moving average of the weights, updated every optimizer step with this "
+                        "decay (0 = off; ~1 - 1/steps-to-average, e.g. 0.9 for a few dozen steps, 0.999 for "
+                        "thousands). The average is validated, chosen by --checkpoint, scored for OOF and saved.",
+                        check=ema_decay, group="training", metavar="DECAY")
+    accumulate: int = option(1, "Gradient accumulation: one optimizer step every N batches (an effective batch "
+                             "of --batch-size x N); the LR schedule counts optimizer steps.", check=in_range(1),
+                             group="training", metavar="N")
+    tta: str = option("", "Test-time views every head of this run averages over, besides the photo itself: "
+                      "none, or comma-separated from flip, zoom (central 7/8), crops (4 corners of 7/8). Used "
+                      "for the OOF of both heads (fit-svr) and by infer/score/serve (their --tta run).",
+                      check=tta_value, group="model", metavar="VIEWS")
+    resize: str = option("squash", "How a photo becomes a square: squash (stretch the whole photo), pad (keep "
+                         "the aspect ratio, black borders) or crop (the central square). Used by every later "
+                         "stage from the saved config, frozen feature sources included.",
+                         choices=RESIZE_MODES, group="model")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.tta = ",".join(parse_tta(self.tta))  # one spelling per set of views: "zoom,flip" is "flip,zoom"
 
 
 # Settings that change what a fold learns: a finished fold is re-used only if these match. The rest
 # (where to run, how many workers, which folds this job takes) may differ between jobs of one run.
 MODEL_KEYS = ("backbone", "pretrained", "pretrained_file", "mean", "std", "img_size", "n_folds", "seed", "epochs", "batch_size",
-              "lr", "weight_decay", "warmup_epochs", "patience", "use_meta", "checkpoint")
+              "lr", "weight_decay", "warmup_epochs", "patience", "use_meta", "checkpoint", "mixup", "head_lr_mult",
+              "layer_decay", "ema", "accumulate", "tta", "resize")

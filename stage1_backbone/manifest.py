@@ -95,6 +95,16 @@ class Stage1Manifest(Manifest):
     def img_size(self) -> int:
         return int(self.model["img_size"])
 
+    @property
+    def resize(self) -> str:
+        """How every stage makes this run's photos square (a run from before the option: squash)."""
+        return str(self.model.get("resize", "squash"))
+
+    @property
+    def tta(self) -> tuple[str, ...]:
+        """The test-time views (names, pawcore/views.py) the run's OOF of both heads averaged over."""
+        return tuple(self.model.get("tta", ()))
+
     # --- completeness ------------------------------------------------------------------------------
     @property
     def missing_folds(self) -> list[int]:

@@ -6,10 +6,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from pawcore.progress import progress
+from pawcore.views import CROP_SHARE, IDENTITY
 
 from .dataset import CachedImages
 from .model import PawpularityNet, logits_to_score
@@ -40,19 +42,41 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
         torch.set_float32_matmul_precision(matmul)
 
 
+def view_batch(images: torch.Tensor, view: str) -> torch.Tensor:
+    """A test-time view (pawcore/views.py) of a uint8 NCHW batch, uint8 NCHW of the same size.
+
+    Made from the model's square input, on its device, so every stage that has the same pixels has the
+    same view. Crops are scaled back up bilinearly and rounded to uint8: the model sees pixels, as from
+    the image cache, and the GPU's and CPU's views agree but for rare rounding ties.
+    """
+    if view == IDENTITY:
+        return images
+    if view == "flip":
+        return torch.flip(images, dims=[3])
+    h, w = images.shape[-2:]
+    ch, cw = max(1, round(h * CROP_SHARE)), max(1, round(w * CROP_SHARE))
+    corners = {"zoom": ((h - ch) // 2, (w - cw) // 2), "crop-tl": (0, 0), "crop-tr": (0, w - cw),
+               "crop-bl": (h - ch, 0), "crop-br": (h - ch, w - cw)}
+    if view not in corners:
+        raise ValueError(f"unknown test-time view {view!r}; known: flip, {', '.join(corners)}")
+    y0, x0 = corners[view]
+    crop = images[..., y0:y0 + ch, x0:x0 + cw].float()
+    return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
+
+
 Step = Callable[[nn.Module, torch.Tensor, "torch.Tensor | None"], tuple["torch.Tensor | None", ...]]
 
 
 @torch.inference_mode()
 def forward_batches(model: nn.Module, step: Step, pixels: np.ndarray, rows: np.ndarray | None = None,
                     meta: np.ndarray | None = None, batch_size: int = 64, device: str | torch.device = "auto",
-                    flip: bool = False, num_workers: int = 0, desc: str = "forward") -> tuple[torch.Tensor | None, ...]:
+                    view: str = IDENTITY, num_workers: int = 0, desc: str = "forward") -> tuple[torch.Tensor | None, ...]:
     """`step(model, images, meta)` over the cached images in batches, each output concatenated (CPU float32).
 
     The one inference loop of every model here (fine-tuned folds, frozen feature models): eval mode, no
     augmentation, full fp32 (see `exact_fp32`) on any device, so features agree between the machine that
-    fits the SVR and the one that infers. `images` are uint8 NCHW; `flip=True` mirrors them horizontally
-    (test-time augmentation). A step output that is None stays None.
+    fits the SVR and the one that infers. `images` are uint8 NCHW; `view` names a test-time view
+    (`view_batch`; "" = the images as they are). A step output that is None stays None.
     """
     device = pick_device(device) if isinstance(device, str) else device
     model = model.eval().to(device)
@@ -65,8 +89,7 @@ def forward_batches(model: nn.Module, step: Step, pixels: np.ndarray, rows: np.n
     outputs = []
     for batch in progress(loader, desc=desc):
         images = batch["image"].to(device, non_blocking=True).contiguous()  # NCHW, as the per-item path stacks
-        if flip:
-            images = torch.flip(images, dims=[3])
+        images = view_batch(images, view)
         with exact_fp32(device):
             out = step(model, images, batch["meta"].to(device))
         outputs.append(out)  # left on the device: no wait for the GPU between batches
@@ -80,9 +103,9 @@ def _embed_and_score(model: PawpularityNet, images: torch.Tensor, meta: torch.Te
 
 def embed_and_score(model: PawpularityNet, pixels: np.ndarray, rows: np.ndarray | None = None,
                     meta: np.ndarray | None = None, batch_size: int = 64, device: str | torch.device = "auto",
-                    flip: bool = False, num_workers: int = 0, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
+                    view: str = IDENTITY, num_workers: int = 0, desc: str = "embed") -> tuple[torch.Tensor, torch.Tensor]:
     """A fold model's pooled embeddings (N, D) and NN scores (N,) on 0..100, CPU float32."""
-    emb, scores = forward_batches(model, _embed_and_score, pixels, rows, meta, batch_size, device, flip,
+    emb, scores = forward_batches(model, _embed_and_score, pixels, rows, meta, batch_size, device, view,
                                   num_workers, desc)
     return emb, scores
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from pawcore.artifacts import atomic_path, read_json_object, sha256_file, write_csv, write_json
@@ -38,6 +38,7 @@ from pawcore.progress import interactive
 from pawcore.ranks import is_global_zero
 from pawcore.manifest import file_digests
 from pawcore.run import RunDir, run_dir
+from pawcore.views import parse_tta, tta_views
 
 from .config import MODEL_KEYS, TrainConfig
 from .dataset import CachedImages, EpochSampler, train_augmentations
@@ -51,14 +52,18 @@ from .pretrained import check_weights_source, create_backbone, file_normalisatio
 log = logging.getLogger(__name__)
 STAGE = Stage1Manifest.STAGE
 LAYOUT = Stage1Manifest  # where each of the stage's files goes
-# Settings every fold of one run must share for their OOF predictions to be combined.
-COMPAT_KEYS = ("backbone", "img_size", "use_meta", "n_folds")
+# Settings every fold of one run must share for their OOF predictions to be combined, and for the manifest's
+# one model record (the first fold's) to say how every fold is fed (the resize mode, the test-time views).
+COMPAT_KEYS = ("backbone", "img_size", "use_meta", "n_folds", "resize", "tta")
+
+
+def _settings(values: dict, keys: tuple[str, ...]) -> dict:
+    # A key missing from an older done.json had its default then: such folds stay finished.
+    return {key: values.get(key, getattr(TrainConfig, key)) for key in keys}
 
 
 def model_settings(cfg: TrainConfig | dict) -> dict:
-    values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
-    # A key missing from an older done.json had its default then: such folds stay finished.
-    return {key: values.get(key, getattr(TrainConfig, key)) for key in MODEL_KEYS}
+    return _settings(cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg), MODEL_KEYS)
 
 
 def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
@@ -74,7 +79,7 @@ def train_backbone(cfg: TrainConfig) -> pd.DataFrame | None:
     normalisation(cfg)  # a bad --mean/--std stops here, before any image is decoded
 
     train = read_split(cfg.data_dir, "train", require_meta=cfg.use_meta)
-    pixels = train.pixels(cfg.img_size, run.image_cache)
+    pixels = train.pixels(cfg.img_size, run.image_cache, cfg.resize)
     folds = load_or_make_folds(run.folds_csv, train.frame, cfg.n_folds, cfg.seed)
     fold_of = folds.set_index(ID_COL).loc[train.ids, "fold"].to_numpy()
     meta = train.meta() if cfg.use_meta else None
@@ -166,7 +171,8 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
         write_json(LAYOUT.fold_config_file(run, k), fold_config(cfg, k, model))
 
     train_loader, val_loader = fold_loaders(cfg, pixels, train_rows, val_rows, targets, meta, seed)
-    lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, compile=cfg.compile)
+    lit = LitPawpularity(model, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, compile=cfg.compile,
+                         head_lr_mult=cfg.head_lr_mult, layer_decay=cfg.layer_decay, mixup=cfg.mixup, seed=seed)
     trainer, best = _trainer(cfg, run, k, len(train_loader))
     history = _read_history(fold_dir) if resume else None  # CSVLogger starts a new file on resume
     trainer.fit(lit, train_loader, val_loader, ckpt_path=resume)
@@ -179,11 +185,12 @@ def train_fold(cfg: TrainConfig, run: RunDir, k: int, pixels: np.ndarray, target
         raise ConfigError(f"fold {k}: training ran no validation epoch (no training batches?); "
                           f"{len(train_rows)} training images with --batch-size {cfg.batch_size}. Lower --batch-size.")
     if cfg.checkpoint == "best":
-        # The best epoch's weights: our own file, just written, but still read without unpickling code.
+        # The best epoch's weights (with --ema, the average's: Lightning's EMA callback puts it in the
+        # checkpoint's state_dict): our own file, just written, but still read without unpickling code.
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict({name.removeprefix("model."): t for name, t in state.items() if name.startswith("model.")})
         val_rmse = float(best.best_model_score)
-    else:  # the weights in memory are the last epoch's
+    else:  # the weights in memory are the last epoch's (with --ema, the average: copied in at the end)
         val_rmse = float(trainer.callback_metrics["val_rmse"])
     _save_fold(cfg, run, k, model.to(memory_format=torch.contiguous_format), pixels, targets, meta, ids, val_rows,
                val_rmse, lit.schedule_summary())
@@ -207,8 +214,11 @@ def _fold_model(cfg: TrainConfig, meta: np.ndarray | None, train_targets: np.nda
 def _trainer(cfg: TrainConfig, run: RunDir, k: int, n_batches: int) -> tuple[pl.Trainer, ModelCheckpoint]:
     """Fold k's Lightning trainer and its best-epoch checkpoint callback."""
     fold_dir = LAYOUT.fold_dir(run, k)
+    # With --ema the best checkpoint is a full one: Lightning's EMA callback swaps the average into the
+    # checkpoint's state_dict only when it writes callback state (a weights-only file holds the raw weights,
+    # not the validated ones).
     best = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor="val_rmse", mode="min",
-                           save_top_k=1, save_weights_only=True, enable_version_counter=False)
+                           save_top_k=1, save_weights_only=not cfg.ema, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", save_top_k=1, monitor=None,
                            enable_version_counter=False)  # full state (optimizer, epoch) for resuming
     # Early stopping picks the stopping epoch on the validation fold too: only with --checkpoint best.
@@ -216,12 +226,20 @@ def _trainer(cfg: TrainConfig, run: RunDir, k: int, n_batches: int) -> tuple[pl.
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
-        callbacks=[best, last, *stopping, EpochSummary(k)],
+        accumulate_grad_batches=cfg.accumulate, callbacks=[*_averaging(cfg), best, last, *stopping, EpochSummary(k)],
         logger=fold_loggers(cfg.logger, fold_dir, cfg.run, k), num_sanity_val_steps=0,
         enable_progress_bar=interactive(), enable_model_summary=False,
         log_every_n_steps=max(1, min(50, n_batches)),
     )
     return trainer, best
+
+
+def _averaging(cfg: TrainConfig) -> list[pl.Callback]:
+    """--ema: Lightning's EMA of the weights, updated after every optimizer step. It swaps the average in
+    for validation (so the epoch choice and early stopping judge it), writes it as the checkpoints'
+    state_dict (the raw weights and the average both, so a resumed fold restores both) and copies it into
+    the model when training ends."""
+    return [EMAWeightAveraging(decay=cfg.ema)] if cfg.ema else []
 
 
 def fold_loaders(cfg: TrainConfig, pixels: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
@@ -257,7 +275,7 @@ def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
     return {"fold": k, "train": dataclasses.asdict(cfg), "model": {
         "backbone": cfg.backbone, "n_meta": model.n_meta, "meta_cols": META_COLS if model.n_meta else [],
         "img_size": cfg.img_size, "input_size": [3, cfg.img_size, cfg.img_size], "interpolation": INTERPOLATION,
-        "feature_dim": model.feature_dim,
+        "resize": cfg.resize, "tta": list(parse_tta(cfg.tta)), "feature_dim": model.feature_dim,
         "mean": model.preprocess.mean.flatten().div(255).tolist(),
         "std": model.preprocess.std.flatten().div(255).tolist()}}
 
@@ -265,16 +283,19 @@ def fold_config(cfg: TrainConfig, k: int, model: PawpularityNet) -> dict:
 def _save_fold(cfg: TrainConfig, run: RunDir, k: int, model: PawpularityNet, pixels: np.ndarray,
                targets: np.ndarray, meta: np.ndarray | None, ids: list[str], val_rows: np.ndarray,
                val_rmse: float, schedule: dict) -> None:
-    _, scores = embed_and_score(model, pixels, val_rows, meta, batch_size=cfg.batch_size * 2, desc=f"oof fold {k}")
+    # The NN head's OOF averaged over the run's test-time views, as infer will score the test photos.
+    scores = np.mean([embed_and_score(model, pixels, val_rows, meta, batch_size=cfg.batch_size * 2, view=view,
+                                      desc=f"oof fold {k}{' ' + view if view else ''}")[1].cpu().numpy()
+                      for view in tta_views(parse_tta(cfg.tta))], axis=0)
     oof = pd.DataFrame({ID_COL: np.asarray(ids)[val_rows], "fold": k, "target": targets[val_rows],
-                        "pred": scores.cpu().numpy().astype(np.float64)})
+                        "pred": scores.astype(np.float64)})
     with atomic_path(LAYOUT.weights_file(run, k)) as tmp:
         save_weights(model, tmp)
     write_csv(LAYOUT.fold_oof_file(run, k), oof)
     files = [LAYOUT.weights_file(run, k), LAYOUT.fold_config_file(run, k), LAYOUT.fold_oof_file(run, k)]
     write_json(LAYOUT.done_file(run, k), {
         "fold": k, "val_rmse": val_rmse, "oof_rmse": rmse(oof["pred"], oof["target"]), "checkpoint": cfg.checkpoint,
-        "compat": {key: getattr(cfg, key) for key in COMPAT_KEYS}, "train": dataclasses.asdict(cfg),
+        "compat": _settings(dataclasses.asdict(cfg), COMPAT_KEYS), "train": dataclasses.asdict(cfg),
         "files": file_digests(LAYOUT.stage_dir(run), files), "lr_schedule": schedule,
     })
     log.info("fold %d done: %s epoch's val RMSE %.3f -> %s", k, cfg.checkpoint, val_rmse, LAYOUT.fold_dir(run, k))
@@ -308,11 +329,11 @@ def assemble_stage(run: RunDir, cfg: TrainConfig, baselines: dict[str, float]) -
 
 def _finished_folds(run: RunDir, cfg: TrainConfig) -> dict[int, Stage1Fold]:
     """Every fold whose done.json says it was trained with settings compatible with this run."""
-    compat = {key: getattr(cfg, key) for key in COMPAT_KEYS}
+    compat = _settings(dataclasses.asdict(cfg), COMPAT_KEYS)
     finished = {}
     for done_path in sorted(LAYOUT.stage_dir(run).glob("fold*/done.json")):
         done = read_json_object(done_path, _retrain(run, done_path), ("compat", "fold", "files", "val_rmse"))
-        if done["compat"] != compat:
+        if _settings(done["compat"], COMPAT_KEYS) != compat:
             log.warning("%s was trained with %s, this run uses %s: left out. Re-train it with --folds %d.",
                         done_path.parent, done["compat"], compat, done["fold"])
             continue

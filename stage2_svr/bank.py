@@ -5,11 +5,13 @@ on the fold), or a frozen pretrained model (the same for every fold). The bank c
 fold, view) once per image set and keeps it; when the images have a stable identity (a split in the
 image cache) it also caches it on disk, as
 
-    <cache_dir>/<name>-<size>px-<emb|logits>[-flip]-<key>.npy
+    <cache_dir>/<name>-<size>px-<emb|logits>[-<view>]-<key>.npy      (view: flip, zoom, crop-tl, ...)
 
-the key made of the weights' SHA-256 and the image cache's own name (split, size, source files), so a
-re-trained checkpoint, other weights or changed photos never read a stale file. Frozen features do not
-depend on the run: every run in an artifacts directory shares them. A fold's matrix is the chosen
+the key made of the weights' SHA-256, the view and the image cache's own name (split, size, resize mode,
+source files), so a re-trained checkpoint, other weights, another view or resize mode or changed photos
+never read a stale file. Every source, frozen ones included, sees the photos made square in the run's
+resize mode (stage 1's saved config), so one photo is the same pixels in every source and stage. Frozen
+features do not depend on the run otherwise: runs with the same resize mode share them. A fold's matrix is the chosen
 sources side by side, in the recorded order, then the metadata flags when the head uses them.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from pawcore.artifacts import atomic_path, sha256_text
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.images import ImageSet, images_key
+from pawcore.views import IDENTITY
 from stage1_backbone.manifest import Stage1Manifest
 from stage1_backbone.model import PawpularityNet
 from stage1_backbone.predict import forward_batches
@@ -49,21 +52,22 @@ class FeatureBank:
         self.stage1, self.images, self.cache_dir, self.meta = stage1, images, cache_dir, meta
         self.batch_size, self.device, self.num_workers = batch_size, device, num_workers
         self.fold_model = fold_model or cache(stage1.fold_model)
-        self._pixels = cache(images.pixels)
-        self._memo: dict[tuple[str, int | None, bool], np.ndarray] = {}
+        self.resize = stage1.resize  # the run's, for every source: one photo, the same pixels everywhere
+        self._pixels = cache(lambda size: images.pixels(size, self.resize))
+        self._memo: dict[tuple[str, int | None, str], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def matrix(self, fold: int, sources: Sequence[Source], flip: bool = False, with_meta: bool = False) -> np.ndarray:
+    def matrix(self, fold: int, sources: Sequence[Source], view: str = IDENTITY, with_meta: bool = False) -> np.ndarray:
         """Fold `fold`'s input of a head: the sources' features side by side (+ metadata), float32."""
-        return np.concatenate(self.blocks(fold, sources, flip, with_meta), axis=1)
+        return np.concatenate(self.blocks(fold, sources, view, with_meta), axis=1)
 
-    def blocks(self, fold: int, sources: Sequence[Source], flip: bool = False,
+    def blocks(self, fold: int, sources: Sequence[Source], view: str = IDENTITY,
                with_meta: bool = False) -> list[np.ndarray]:
         """The blocks `matrix` puts side by side: one per source, in order, then the metadata flags (a head
-        that balances its sources scales each block on its own)."""
-        blocks = [self.tuned(fold, flip) if s.tuned else self.frozen(s, flip) for s in sources]
+        that balances its sources scales each block on its own). `view`: a test-time view (pawcore/views.py)."""
+        blocks = [self.tuned(fold, view) if s.tuned else self.frozen(s, view) for s in sources]
         if with_meta:
             if self.meta is None:
                 raise ArtifactError("This stage 2 was fitted with the 12 metadata flags (--use-meta); give them "
@@ -71,17 +75,17 @@ class FeatureBank:
             blocks.append(np.asarray(self.meta, np.float32))
         return blocks
 
-    def tuned(self, fold: int, flip: bool = False) -> np.ndarray:
+    def tuned(self, fold: int, view: str = IDENTITY) -> np.ndarray:
         """Fold `fold`'s fine-tuned backbone embedding (N, feature_dim): the SVR's `tuned` source and the
         NN head's input alike."""
-        key = (TUNED, fold, flip)
+        key = (TUNED, fold, view)
         if key not in self._memo:
             size, weights = self.stage1.img_size, self.stage1.weights_sha256(fold)
-            (emb,) = self._computed(f"{TUNED}-fold{fold}", size, weights, flip, ("emb",), "emb",
+            (emb,) = self._computed(f"{TUNED}-fold{fold}", size, weights, view, ("emb",), "emb",
                                     lambda: forward_batches(self.fold_model(fold), _embed_step, self._pixels(size),
-                                                            batch_size=self.batch_size, device=self.device, flip=flip,
+                                                            batch_size=self.batch_size, device=self.device, view=view,
                                                             num_workers=self.num_workers,
-                                                            desc=f"embed fold {fold}{' flip' if flip else ''}"))
+                                                            desc=f"embed fold {fold}{' ' + view if view else ''}"))
             if emb.shape[1] != self.stage1.model["feature_dim"]:
                 raise ArtifactError(f"fold {fold}: embedding size {emb.shape[1]} does not match stage 1's "
                                     f"feature_dim {self.stage1.model['feature_dim']}. Re-run "
@@ -89,18 +93,18 @@ class FeatureBank:
             self._memo[key] = emb
         return self._memo[key]
 
-    def frozen(self, source: Source, flip: bool = False) -> np.ndarray:
+    def frozen(self, source: Source, view: str = IDENTITY) -> np.ndarray:
         """A frozen source's features (N, D): its pooled embedding, or its class logits for `:logits`."""
-        key = (source.spec, None, flip)
+        key = (source.spec, None, view)
         if key not in self._memo:
             size = input_size(source)
             emb, logits = self._computed(
-                source.model.replace("/", "_"), size, weights_sha256(source), flip, ("emb", "logits"),
+                source.model.replace("/", "_"), size, weights_sha256(source), view, ("emb", "logits"),
                 "logits" if source.logits else "emb",
                 lambda: forward_batches(load_frozen(source), frozen_step, self._pixels(size),
-                                        batch_size=self.batch_size, device=self.device, flip=flip,
+                                        batch_size=self.batch_size, device=self.device, view=view,
                                         num_workers=self.num_workers,
-                                        desc=f"frozen {source.model} {size}px{' flip' if flip else ''}"))
+                                        desc=f"frozen {source.model} {size}px{' ' + view if view else ''}"))
             if source.logits and logits is None:
                 raise ConfigError(f"--features {source.spec}: the weights have no classifier, so there are no "
                                   f"logits; use {source.model} (the pooled embedding) instead.")
@@ -112,11 +116,11 @@ class FeatureBank:
         return {s.spec: {"weights_sha256": weights_sha256(s), "size": input_size(s), "dim": int(self.frozen(s).shape[1])}
                 for s in sources if not s.tuned}
 
-    def _computed(self, name: str, size: int, weights: str, flip: bool, kinds: tuple[str, ...], need: str,
+    def _computed(self, name: str, size: int, weights: str, view: str, kinds: tuple[str, ...], need: str,
                   compute: Callable[[], tuple[torch.Tensor | None, ...]]) -> list[np.ndarray | None]:
         """The outputs of one forward pass (one per kind), read from the cache when the kind `need` is
         there, else computed and saved."""
-        paths = self._cache_files(name, size, weights, flip, kinds)
+        paths = self._cache_files(name, size, weights, view, kinds)
         if paths and paths[kinds.index(need)].is_file():
             arrays = [np.load(p) if p.is_file() else None for p in paths]
             if len(arrays[kinds.index(need)]) == len(self):
@@ -130,13 +134,15 @@ class FeatureBank:
                         np.save(f, array)
         return arrays
 
-    def _cache_files(self, name: str, size: int, weights: str, flip: bool, kinds: tuple[str, ...]) -> list[Path]:
+    def _cache_files(self, name: str, size: int, weights: str, view: str, kinds: tuple[str, ...]) -> list[Path]:
         pixels = self._pixels(size)
         if self.cache_dir is None or not isinstance(pixels, np.memmap):
             return []  # photos held in memory have no stable identity
-        # "fp32": features cached before every pass was plain fp32 (bf16/TF32 on GPUs) are not reused.
-        key = sha256_text(f"{weights}|{images_key(pixels)}|flip={flip}|fp32")[:16]
-        return [self.cache_dir / f"{name}-{size}px-{kind}{'-flip' if flip else ''}-{key}.npy" for kind in kinds]
+        # The photo itself and its flip keep the keys they had when the flip was the only view, so those
+        # caches stay valid. "fp32": features cached before every pass was plain fp32 are not reused.
+        seen_as = f"flip={view == 'flip'}" if view in (IDENTITY, "flip") else f"view={view}"
+        key = sha256_text(f"{weights}|{images_key(pixels)}|{seen_as}|fp32")[:16]
+        return [self.cache_dir / f"{name}-{size}px-{kind}{'-' + view if view else ''}-{key}.npy" for kind in kinds]
 
 
 def _embed_step(model: PawpularityNet, images: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor]:

@@ -30,6 +30,7 @@ from pawcore.manifest import file_digests
 from pawcore.metrics import format_table, oof_table, rmse
 from pawcore.oof import merge_oof
 from pawcore.run import RunDir, run_dir
+from pawcore.views import IDENTITY as PHOTO, tta_views
 from stage1_backbone.manifest import Stage1Manifest
 
 from .backends import parse_gamma, resolve_backend
@@ -152,11 +153,11 @@ def _train_bank(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, train: Spli
 
 
 def _matrix_fn(cfg: SVRConfig, bank: FeatureBank, sources: list[Source]) -> MatrixFn:
-    """(source specs, fold) -> (the fold's matrix of those sources, their block widths), from the bank."""
+    """(source specs, fold[, view]) -> (the fold's matrix of those sources, their block widths), from the bank."""
     by_spec = {s.spec: s for s in sources}
 
-    def matrix(names: tuple[str, ...], k: int) -> tuple[np.ndarray, tuple[int, ...]]:
-        blocks = bank.blocks(k, [by_spec[n] for n in names], with_meta=cfg.use_meta)
+    def matrix(names: tuple[str, ...], k: int, view: str = PHOTO) -> tuple[np.ndarray, tuple[int, ...]]:
+        blocks = bank.blocks(k, [by_spec[n] for n in names], view, with_meta=cfg.use_meta)
         return np.concatenate(blocks, axis=1), tuple(b.shape[1] for b in blocks)
     return matrix
 
@@ -192,8 +193,12 @@ def _choose(cfg: SVRConfig, run: RunDir, bank: FeatureBank, sources: list[Source
 def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: FeatureBank, choice: Choice,
                rows: TrainRows) -> tuple[dict[int, Stage2Fold], int, float, dict[int, tuple[float, float]]]:
     """Fit and save every fold's head on its training rows; write the OOF files.
-    -> (fold entries, width, the saved OOF's RMSE, each fold's recalibration)."""
-    fitted, raw = {}, np.full(len(rows.targets), np.nan)
+    -> (fold entries, width, the saved OOF's RMSE, each fold's recalibration).
+
+    Heads are fitted on the photos as they are; the OOF rows are scored as infer scores test photos: on
+    each of the run's test-time views (stage 1's --tta), each view recalibrated, then averaged."""
+    views = tta_views(stage1.tta)
+    fitted, raw = {}, np.full((len(views), len(rows.targets)), np.nan)
     matrix = _matrix_fn(cfg, bank, choice.sources)
     names = tuple(s.spec for s in choice.sources)
     for k in rows.folds:
@@ -202,7 +207,8 @@ def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: Featur
         t0 = time.perf_counter()
         head, _ = fit_head(X, tr, va, rows.targets, choice.params, choice.prep, widths)
         head = portable_head(head)  # the OOF comes from the very head infer loads (cuML -> scikit-learn)
-        raw[va] = predict(head, X[va])
+        for i, view in enumerate(views):
+            raw[i, va] = predict(head, (X if view == PHOTO else matrix(names, k, view)[0])[va])
         log.info("fold %d: head fitted on %d x %d in %.1fs", k, len(tr), X.shape[1], time.perf_counter() - t0)
         fitted[k] = head, {
             "fold": k, "backend": choice.params.backend, "stage1_weights_sha256": stage1.weights_sha256(k),
@@ -210,12 +216,13 @@ def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: Featur
             "balance": choice.prep.balance, "n_features": int(X.shape[1]), "C": choice.params.C,
             "gamma": float(head.named_steps["svr"].gamma), "gamma_factor": choice.params.gamma_factor,
             "chosen_on_oof": list(choice.chosen), "svr": dataclasses.asdict(cfg)}
-    maps = _recalibration(cfg, raw, rows)
+    maps = _recalibration(cfg, raw.mean(axis=0), rows)
     entries, oofs = {}, []
     for k, (head, record) in fitted.items():
         va = rows.split(k)[1]
+        pred = np.mean([apply_map(view_raw[va], maps[k]) for view_raw in raw], axis=0)
         oof = pd.DataFrame({ID_COL: rows.ids[va], "fold": k, "target": rows.targets[va],
-                            "pred": apply_map(raw[va], maps[k]), "pred_raw": raw[va]})
+                            "pred": pred, "pred_raw": raw[:, va].mean(axis=0)})
         entries[k] = _save_fold(run, k, head, {**record, "recalibration": list(maps[k])}, oof)
         oofs.append(oof)
     oof = pd.concat(oofs, ignore_index=True)

@@ -77,3 +77,43 @@ def test_written_split_is_kaggle_layout_without_test_labels(heldout, pool, tmp_p
     assert heldout.write_split(split, tmp_path / "split0") == data  # a second call keeps what is there
     with pytest.raises(SystemExit, match="another split"):
         heldout.write_split(heldout.draw_splits(pool, 1, seed=4)[0], tmp_path / "split0")
+
+
+def test_stage1_variants_share_the_base_run_s_folds_and_seeds(heldout, pool, tmp_path, monkeypatch):
+    """Catches an ingredient row trained on other folds or seeds than the base row it is compared with (its
+    train-backbone must add only the variant's flags, take --folds-from base, and feed its own stage 2),
+    and a base run whose results files changed name (earlier work dirs must still resume)."""
+    args = heldout.parse_args(["--splits", "1", "--epochs", "1", "--n-folds", "2", "--img-size", "32",
+                               "--work", str(tmp_path), "--stage1", "mixup=--mixup 0.4"])
+    assert args.stage1 == {"base": [], "mixup": ["--mixup", "0.4"]} and list(args.stage2) == ["new"]
+    assert list(heldout.wanted_settings(0, args)) == ["new", "mixup.new"]
+    assert "stage1" not in heldout.wanted_settings(0, args)["new"]  # the base run's record is the old one
+    commands, settings = [], []
+    monkeypatch.setattr(heldout, "step", lambda name, argv, log_dir: commands.append(argv) or 1.0)
+    monkeypatch.setattr(heldout, "run_setting",
+                        lambda data, art, label, flags, logs, source: settings.append((label, source)) or {})
+    monkeypatch.setattr(heldout, "_finish", lambda split_dir, label, wanted, seconds: {"setting": label, **wanted})
+    heldout.bench_split(0, heldout.draw_splits(pool, 1, seed=0)[0], args)
+    base, mixup = commands
+    assert base[base.index("--run") + 1] == "base" and "--folds-from" not in base
+    assert mixup[mixup.index("--run") + 1] == "base-mixup" and mixup[mixup.index("--folds-from") + 1] == "base"
+    assert [a for a in mixup if a not in base] == ["base-mixup", "--folds-from", "--mixup", "0.4"]
+    assert settings == [("new", "base"), ("mixup.new", "base-mixup")]
+    with pytest.raises(SystemExit, match="set by the benchmark"):
+        heldout.parse_stage1(["longer=--epochs 9"])
+
+
+def test_ingredient_rows_are_paired_differences_from_the_base_run(heldout):
+    """Catches an ingredient row that compares unpaired means or the wrong sign: per split, variant minus
+    base on the same photos."""
+    args = heldout.parse_args(["--stage1", "ema=--ema 0.9"])
+
+    def result(setting, split, nn, blend):
+        return {"setting": setting, "split": split, "test": {"nn": nn, "blend0.5": blend, "auto": blend}}
+
+    results = [result("new", 0, 9.0, 8.0), result("new", 1, 11.0, 10.0),
+               result("ema.new", 0, 8.5, 8.25), result("ema.new", 1, 10.5, 10.25)]
+    table = heldout.ingredient_table(results, args)
+    ema = next(line for line in table.splitlines() if line.startswith("| ema |"))
+    assert "| 9.500 ± 1.414 | -0.500 ± 0.000 | 9.250 ± 1.414 | 0.250 ± 0.000 |" in ema
+    assert "`--ema 0.9`" in ema

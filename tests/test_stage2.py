@@ -91,7 +91,7 @@ def test_embeddings_have_no_augmentation_or_dropout():
     assert torch.equal(emb[0], emb[2])
     again, _ = embed_and_score(model, pixels, device="cpu")
     assert torch.equal(emb, again)
-    flipped, _ = embed_and_score(model, pixels, device="cpu", flip=True)
+    flipped, _ = embed_and_score(model, pixels, device="cpu", view="flip")
     assert not torch.equal(emb, flipped)
 
 
