@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from pawcore.images import DECODE_ERRORS, NotAPhotoError, decode_reason, load_rgb, open_image, resize_square
+from pawcore.images import (ACCEPTED_FORMATS, DECODE_ERRORS, NotAPhotoError, decode_reason, load_rgb, open_image,
+                            resize_square)
 
 MAX_PIXELS = 50_000_000  # a larger photo is refused (memory), with a message saying so
 
@@ -76,16 +77,32 @@ def open_photo(name: str, data: bytes, max_pixels: int = MAX_PIXELS, uploaded: b
 
 
 def _decode_message(error: BaseException, uploaded: bool, max_pixels: int) -> str:
-    """What went wrong and the fix, worded for who holds the file: a local user (score) or a web client."""
-    again = "choose the photo and send it again" if uploaded else "copy the photo again from where it came from"
+    """What went wrong and the fix, worded for who holds the file: a local user (score) or a web page (serve).
+
+    The command line names the decoder's reason; a volunteer on the page gets plain words and one fix.
+    """
+    if uploaded:
+        return _upload_message(error, max_pixels)
+    again = "copy the photo again from where it came from"
     if isinstance(error, NotAPhotoError) and error.empty:
-        held = "the request held no data for it" if uploaded else "it holds no data"
-        return f"empty file (0 bytes): {held}; {again}."
+        return f"empty file (0 bytes): it holds no data; {again}."
     if isinstance(error, NotAPhotoError):
         return f"cannot be decoded as an image: {error}; save or export it as JPEG first."
     if isinstance(error, Image.DecompressionBombError):  # so big that Pillow refused to open it
         return f"too many pixels (more than the limit of {max_pixels / 1e6:.0f} megapixels): resize the photo first."
     return f"cannot be decoded as an image: {decode_reason(error)}; {again}."
+
+
+def _upload_message(error: BaseException, max_pixels: int) -> str:
+    if isinstance(error, NotAPhotoError) and error.empty:
+        return "This file is empty (0 bytes): choose the photo again."
+    if isinstance(error, NotAPhotoError):
+        what = f" (its format is {error.kind})" if error.kind else ""
+        return f"This file is not a photo we can read{what}: use {ACCEPTED_FORMATS}."
+    if isinstance(error, Image.DecompressionBombError):
+        return (f"This photo has too many pixels (the limit is {max_pixels / 1e6:.0f} megapixels): "
+                f"make it smaller first.")
+    return "This photo is damaged or incomplete, so it cannot be opened: choose it again, or save it again as JPEG."
 
 
 def read_photos(paths: Sequence[str | Path]) -> list[Photo | PhotoError]:

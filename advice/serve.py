@@ -2,7 +2,9 @@
 
 POST /api/score (multipart/form-data, one `photos` field per file; ?crop=0 / ?heatmap=0 to skip those)
 answers {"results": [...]} in upload order, each photo with its score, heads, rank, suggested crop, an
-upright preview and its heatmap overlay (data URLs), or its own error.
+upright preview and its heatmap overlay (data URLs) with the heatmap in words (`why`), or its own error.
+The page sends one photo per request, in turn, so it can show each result as it comes and rank exactly
+the batch it shows (see page.html); a request with several photos ranks them among themselves.
 
 What keeps one page on a laptop safe from other web pages and cheap to abuse:
 - `SameOrigin`: a request whose Host is not the bound host or loopback (DNS rebinding), or whose Origin is
@@ -43,6 +45,7 @@ from inference.ensemble import Ensemble
 from pawcore.images import ACCEPTED_FORMATS
 
 from .advise import Advice, advise
+from .explain import explain_heat
 from .heatmap import heat_rgba, png_bytes
 from .photos import Photo, PhotoError, open_photo
 
@@ -245,13 +248,16 @@ def _preview(photo: Photo, result: Advice) -> dict[str, Any]:
     out = {"preview": _data_url("image/jpeg", jpeg.tobytes())}
     if result.heat is not None:
         out["heatmap"] = _data_url("image/png", png_bytes(heat_rgba(result.heat.values, w, h)))
+        out["why"] = explain_heat(result.heat.values)
     return out
 
 
 def _check_type(name: str, declared: str, data: bytes) -> Photo | PhotoError:
     declared = declared.lower()
     if declared and not declared.startswith(ACCEPTED_TYPES):
-        return PhotoError(name, f"was sent as {declared!r}, not an image: send {ACCEPTED_FORMATS} photos.")
+        # Plain words for the page; the declared type stays in the log for whoever runs the server.
+        log.info("%s was sent as %r, not an image type.", name, declared)
+        return PhotoError(name, f"This file is not a photo: use {ACCEPTED_FORMATS}.")
     return open_photo(name, data, uploaded=True)
 
 

@@ -48,9 +48,9 @@ DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFEr
 class NotAPhotoError(UnidentifiedImageError):
     """Empty, or not one of PHOTO_FORMATS; the message says which, plainly (no file object in it)."""
 
-    def __init__(self, message: str, empty: bool = False):
+    def __init__(self, message: str, empty: bool = False, kind: str | None = None):
         super().__init__(message)
-        self.empty = empty
+        self.empty, self.kind = empty, kind  # kind: what the file is, when its first bytes say (e.g. "EPS")
 
 
 def _head(source) -> bytes:
@@ -69,7 +69,7 @@ def _not_a_photo(source) -> NotAPhotoError:
     if kind is None and head[4:8] == b"ftyp":
         kind = _FTYP.get(head[8:12], "MP4/QuickTime")
     if kind:
-        return NotAPhotoError(f"its format is {kind}, and the formats accepted are {ACCEPTED_FORMATS}")
+        return NotAPhotoError(f"its format is {kind}, and the formats accepted are {ACCEPTED_FORMATS}", kind=kind)
     return NotAPhotoError(f"not a {ACCEPTED_FORMATS} file (the formats accepted)")
 
 
