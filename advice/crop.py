@@ -26,6 +26,10 @@ from .photos import Photo
 
 ASPECTS = {"1:1": 1.0, "4:5": 4 / 5, "4:3": 4 / 3, "same as photo": None}  # width / height
 MIN_GAIN = 1.0  # Pawpularity points: a held-out gain below this is not worth a volunteer's time
+# The grid: the largest box of each ratio and the smallest --min-crop allows, at 3 x 3 positions (~35
+# boxes). On oxford (benchmarks/bench_score.py) it kept most of the held-out gain of a 3-scale grid (~60
+# boxes) at about half the time; 2 x 2 positions (~17 boxes, no centred box) lost a fifth of it.
+N_SCALES, N_POSITIONS = 2, 3
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in upright pixels, x1/y1 exclusive
 
@@ -69,8 +73,8 @@ class Crop:
         return f"no crop clearly helps (held-out gain {self.gain:+.1f} ± {self.gain_sd:.1f} points)"
 
 
-def candidate_boxes(width: int, height: int, min_crop: float = 0.5, n_scales: int = 3,
-                    n_positions: int = 3) -> list[tuple[Box, str]]:
+def candidate_boxes(width: int, height: int, min_crop: float = 0.5, n_scales: int = N_SCALES,
+                    n_positions: int = N_POSITIONS) -> list[tuple[Box, str]]:
     """Distinct boxes inside the photo, each side >= min_crop of the photo's; the full photo left out."""
     check_min_crop(min_crop)
     min_w, min_h = min_crop * width, min_crop * height
@@ -121,8 +125,8 @@ def clearly_positive(gain: float, gain_sd: float, n_folds: int) -> bool:
     return gain >= MIN_GAIN and gain >= float(t.ppf(0.975, n_folds - 1)) * gain_sd / math.sqrt(n_folds)
 
 
-def suggest_crop(model: FoldScorer, photo: Photo, min_crop: float = 0.5, n_scales: int = 3,
-                 n_positions: int = 3) -> Crop:
+def suggest_crop(model: FoldScorer, photo: Photo, min_crop: float = 0.5, n_scales: int = N_SCALES,
+                 n_positions: int = N_POSITIONS) -> Crop:
     """Score the photo and every candidate in one batch; suggest the all-folds favourite only when the
     held-out gain says cropping clearly helps."""
     boxes = [((0, 0, photo.width, photo.height), "photo")]
