@@ -170,9 +170,12 @@ def load_clip(name: str, path: str) -> ClipNet:
     else:
         try:
             model = open_clip.create_model(name, pretrained=path, precision="fp32", device="cpu")
-        except RuntimeError as e:  # load_state_dict's strict mismatch: another architecture or not CLIP at all
-            raise ConfigError(f"clip:{name}={path}: the file does not hold open_clip's {name} ({str(e)[:300]}). "
-                              f"Name the model it holds, e.g. clip:ViT-B-16=PATH.") from None
+        # open_clip meets another architecture's weights with load_state_dict's RuntimeError, or an assert
+        # while it resizes the position embeddings; either way the file is not this model
+        except (RuntimeError, AssertionError, KeyError, ValueError) as e:
+            raise ConfigError(f"clip:{name}={path}: the file does not hold open_clip's {name} "
+                              f"({type(e).__name__}: {str(e)[:300]}). Name the model it holds, e.g. "
+                              f"clip:ViT-B-16=PATH.") from None
     net = ClipNet(model, name, fmt)
     _check_architecture(net, name, path)
     log.info("CLIP %s from %s (%s format): %d px, mean %s, std %s", name, path, fmt, net.size, net.mean, net.std)
