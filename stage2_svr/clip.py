@@ -112,7 +112,10 @@ def file_format(path: str | Path) -> str:
     if str(path).endswith(".safetensors"):
         return OPEN_CLIP
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # memory-mapped: reads the pickle, not the hundreds of MB of weights
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ConfigError(f"CLIP weights file {path} is neither a TorchScript archive nor a state dict that "
                           f"torch.load reads ({type(e).__name__}: {e}). Give OpenAI's .pt or an open_clip "
