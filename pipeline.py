@@ -121,9 +121,11 @@ COMMANDS = {
                           _check_data),
     "train-backbone": Command("Stage 1: fine-tune a timm backbone per fold (BCE head).", TrainConfig, _train_backbone),
     "fit-svr": Command("Stage 2: an SVR per fold on a feature bank: each fold's fine-tuned embedding beside frozen "
-                       "pretrained models' features, the sources and scaler chosen on OOF.", SVRConfig, _fit_svr),
-    "infer": Command("Blend both heads of every fold on the test photos -> submission.csv.", InferConfig, _infer,
-                     "final = blend x NN + (1 - blend) x SVR, clipped to [1, 100]."),
+                       "pretrained models' features (timm, CLIP), the sources and scaler chosen on OOF; with "
+                       "--heads svr,gbdt also gradient-boosted trees per fold.", SVRConfig, _fit_svr),
+    "infer": Command("Blend the heads of every fold on the test photos -> submission.csv.", InferConfig, _infer,
+                     "final = blend x NN + (1 - blend) x SVR (the stage-2 heads' mean when fit-svr fitted a GBDT "
+                     "too), clipped to [1, 100]."),
     "status": Command("Which folds of each stage are done, being trained or missing (reads only).", StatusConfig,
                       _status),
     "make-demo-data": Command("Write a small generated dataset in the Kaggle layout.", MakeDemoDataConfig,

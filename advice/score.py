@@ -20,7 +20,8 @@ from .photos import Photo, PhotoImages
 
 @dataclass
 class Scores:
-    """One image's final score and its heads (`nn`, `svr`: each kind averaged over the runs)."""
+    """One image's final score and its heads (`nn`, `svr`: each kind averaged over the runs; `heads`: every
+    head by name, a GBDT head included)."""
 
     score: float
     nn: float
@@ -46,7 +47,7 @@ def score_images(ensemble: Ensemble, images: ImageSet) -> list[Scores]:
     heads = ensemble.heads(images)
     final = ensemble.score(heads)
     by_kind = {kind: np.mean([v for name, v in heads.items() if name.endswith(f":{kind}")], axis=0)
-               for kind in HEAD_KINDS}
+               for kind in HEAD_KINDS if any(name.endswith(f":{kind}") for name in heads)}
     return [Scores(float(final[i]), float(by_kind["nn"][i]), float(by_kind["svr"][i]),
                    {name: float(v[i]) for name, v in heads.items()}) for i in range(len(images))]
 

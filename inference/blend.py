@@ -1,7 +1,7 @@
 """The blend weights: given (--blend W) or chosen on out-of-fold predictions (--blend auto).
 
-One run: final = w x NN + (1 - w) x SVR, w on a 0.01 grid. Several runs: one weight per head, fitted
-with scipy's SLSQP (non-negative, summing to 1). Weights fitted on OOF make the blend's OOF RMSE
+One run with two heads: final = w x NN + (1 - w) x SVR, w on a 0.01 grid. Several runs, or a run with more
+heads (fit-svr --heads svr,gbdt): one weight per head, fitted with scipy's SLSQP (non-negative, summing to 1). Weights fitted on OOF make the blend's OOF RMSE
 optimistic; `cross_fitted_rmse` gives the honest figure beside it.
 """
 from __future__ import annotations
@@ -28,15 +28,19 @@ def best_weight(curve: pd.DataFrame) -> float:
     return float(curve.loc[curve["rmse"].idxmin(), "weight"])
 
 
-def family_weights(runs: list[str], weight: float) -> dict[str, float]:
-    """--blend W over several runs: W to the mean of the NN heads, 1 - W to the mean of the SVR heads.
+def family_weights(runs: list[str], weight: float, stage2: dict[str, list[str]] | None = None) -> dict[str, float]:
+    """--blend W over several runs: W to the mean of the NN heads, 1 - W to the mean of the stage-2 heads
+    (`stage2`: each run's stage-2 head kinds; default the SVR alone).
 
-    With one run this is exactly {run:nn: W, run:svr: 1 - W}, today's single-run blend.
+    With one run and its SVR this is exactly {run:nn: W, run:svr: 1 - W}, the single-run blend.
     """
+    stage2 = stage2 or {run: ["svr"] for run in runs}
+    n_stage2 = sum(len(stage2[run]) for run in runs)
     out = {}
     for run in runs:
         out[head_name(run, "nn")] = weight / len(runs)
-        out[head_name(run, "svr")] = (1 - weight) / len(runs)
+        for kind in stage2[run]:
+            out[head_name(run, kind)] = (1 - weight) / n_stage2
     return out
 
 

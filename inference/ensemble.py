@@ -1,4 +1,5 @@
-"""The final score: a weighted sum of heads (each run's NN and SVR head), recorded in ensemble.json.
+"""The final score: a weighted sum of heads (each run's NN head and its stage-2 heads: SVR, and GBDT when
+fit-svr fitted one), recorded in ensemble.json.
 
 `infer` writes ensemble.json beside the submission; `score` and `serve` read it, so a single photo is
 scored with exactly the runs, heads, weights and TTA setting of the submission.
@@ -19,9 +20,11 @@ from pawcore.images import ImageSet
 from pawcore.run import run_dir
 from pawcore.views import parse_tta
 
+from stage2_svr.manifest import HEAD_KINDS as STAGE2_KINDS
+
 from .predictor import RunPredictor
 
-HEAD_KINDS = ("nn", "svr")
+HEAD_KINDS = ("nn", *STAGE2_KINDS)  # every kind of head a run can have ("nn", "svr", "gbdt")
 
 
 def head_name(run: str, kind: str) -> str:
@@ -86,6 +89,18 @@ class Ensemble:
         if list(predictors) != list(spec.runs):
             raise AssertionError(f"predictors for {list(predictors)}, spec runs {spec.runs}")
         self.spec, self.predictors = spec, predictors
+        present = set(self.head_names)
+        for name, w in spec.weights.items():
+            if name not in present:
+                run = name.split(":")[0]
+                raise ArtifactError(f"The ensemble weighs head {name!r}, but run {run!r} has heads "
+                                    f"{[head_name(run, k) for k in predictors[run].kinds]} (its stage 2 was re-fitted "
+                                    f"with other --heads since). Run infer again to choose new weights.")
+
+    @property
+    def head_names(self) -> list[str]:
+        """Every head of every run, in run order: 'a:nn', 'a:svr', 'a:gbdt', 'b:nn', ..."""
+        return [head_name(run, kind) for run, p in self.predictors.items() for kind in p.kinds]
 
     @classmethod
     def load(cls, spec: EnsembleSpec, device: str = "auto", batch_size: int = 64, num_workers: int = 0,

@@ -16,12 +16,15 @@ from pawcore.run import RunDir, run_dir
 from stage1_backbone.manifest import Stage1Manifest
 from stage2_svr.manifest import Stage2Manifest
 
-from .ensemble import head_name
+from .ensemble import HEAD_KINDS, head_name
 
 
 def run_oof(run: RunDir) -> pd.DataFrame:
-    """One run's OOF rows of both heads (Id, fold, target, nn, svr, blend 0.5)."""
-    return merge_oof(Stage1Manifest.oof_file(run), Stage2Manifest.oof_file(run))
+    """One run's OOF rows of every head (Id, fold, target, nn, svr[, gbdt], blend: 0.5 NN + 0.5 SVR), the
+    heads beside the SVR as its stage-2 manifest lists them."""
+    stage2 = Stage2Manifest.read(run)
+    others = {kind: Stage2Manifest.oof_file_of(run, kind) for kind in stage2.head_kinds if kind != "svr"}
+    return merge_oof(Stage1Manifest.oof_file(run), Stage2Manifest.oof_file(run), extra=others)
 
 
 def check_shared_folds(artifacts_dir: str, runs: list[str], trained_on: dict[str, str]) -> None:
@@ -39,13 +42,13 @@ def check_shared_folds(artifacts_dir: str, runs: list[str], trained_on: dict[str
 
 
 def ensemble_oof(artifacts_dir: str, runs: list[str]) -> pd.DataFrame:
-    """Id, fold, target, one column per head ('run:nn', 'run:svr', ...), and the mean NN / mean SVR heads
-    ('nn', 'svr'; with one run these equal that run's heads exactly)."""
+    """Id, fold, target, one column per head ('run:nn', 'run:svr', 'run:gbdt', ...), and the mean NN / mean SVR
+    heads ('nn', 'svr'; with one run these equal that run's heads exactly)."""
     merged = None
     for run in runs:
         oof = run_oof(run_dir(artifacts_dir, run))
-        part = oof[[ID_COL, "fold", "target", "nn", "svr"]].rename(
-            columns={"nn": head_name(run, "nn"), "svr": head_name(run, "svr")})
+        kinds = [c for c in oof.columns if c in HEAD_KINDS]
+        part = oof[[ID_COL, "fold", "target", *kinds]].rename(columns={k: head_name(run, k) for k in kinds})
         if merged is None:
             merged = part
             continue

@@ -1,8 +1,9 @@
 """`pipeline.py infer`: every head of one or several runs on the test photos, blended -> submission.csv.
 
-Each run contributes its NN head and its SVR head (each averaged over its folds). `--blend W` gives W to
-the mean NN head and 1 - W to the mean SVR head; `--blend auto` chooses the weights on out-of-fold
-predictions; `--weights-from ensemble.json` replays an earlier submission's runs and weights.
+Each run contributes its NN head and its stage-2 heads (the SVR, and the GBDT when fit-svr fitted one), each
+averaged over its folds. `--blend W` gives W to the mean NN head and 1 - W to the mean stage-2 head; `--blend
+auto` chooses the weights on out-of-fold predictions; `--weights-from ensemble.json` replays an earlier
+submission's runs and weights.
 
 Offline and self-contained: needs only the named runs' artifacts and a data dir with test.csv + test/
 (no training images, no network, no GPU), as in Kaggle's code competitions. It writes nothing under
@@ -106,13 +107,24 @@ def run_views(cfg: InferConfig, predictors: dict[str, RunPredictor], planned: li
     return next(iter(own.values()))
 
 
+def run_heads(oof: pd.DataFrame, runs: list[str]) -> list[str]:
+    """Every head of the runs that has OOF columns, in run order ('a:nn', 'a:svr', 'a:gbdt', 'b:nn', ...)."""
+    return [head_name(run, kind) for run in runs for kind in HEAD_KINDS if head_name(run, kind) in oof.columns]
+
+
+def stage2_kinds(heads: list[str], runs: list[str]) -> dict[str, list[str]]:
+    """{run: its stage-2 head kinds} from head names."""
+    return {run: [h.split(":", 1)[1] for h in heads if h.startswith(f"{run}:") and not h.endswith(":nn")]
+            for run in runs}
+
+
 def auto_weights(oof: pd.DataFrame, runs: list[str]) -> tuple[dict[str, float], str]:
-    """--blend auto. One run: today's 0.01 grid over the NN weight (exact, and the blend curve shows it).
-    Several runs: one weight per head by SLSQP, started from each run's own grid optimum as well, so the
-    ensemble's OOF RMSE is never above the best single run's."""
-    if len(runs) == 1:
+    """--blend auto. One run with two heads (NN, SVR): the 0.01 grid over the NN weight (exact, and the blend
+    curve shows it). Several runs, or more heads (fit-svr --heads svr,gbdt): one weight per head by SLSQP,
+    started from each run's own NN/SVR grid optimum as well, so the result's OOF RMSE is never above it."""
+    heads = run_heads(oof, runs)
+    if len(heads) == 2:
         return family_weights(runs, best_weight(blend_curve(oof))), "chosen on OOF by --blend auto, 0.01 grid"
-    heads = [head_name(run, kind) for run in runs for kind in HEAD_KINDS]
     starts = []
     for run in runs:
         w = best_weight(blend_curve(oof.assign(nn=oof[head_name(run, "nn")], svr=oof[head_name(run, "svr")])))
@@ -121,16 +133,26 @@ def auto_weights(oof: pd.DataFrame, runs: list[str]) -> tuple[dict[str, float], 
     return {h: float(x) for h, x in zip(heads, w)}, "fitted on OOF by --blend auto (scipy SLSQP, >= 0, sum 1)"
 
 
-def family_share(weights: dict[str, float], runs: list[str]) -> float | None:
-    """W if the weights are `--blend W` (W spread evenly over the NN heads, 1 - W over the SVR heads), else None."""
+def family_share(weights: dict[str, float], runs: list[str], heads: list[str] | None = None) -> float | None:
+    """W if the weights are `--blend W` (W spread evenly over the NN heads, 1 - W over the stage-2 heads
+    `heads` names; default: the SVRs), else None."""
     share = sum(weights.get(head_name(run, "nn"), 0.0) for run in runs)
-    even = family_weights(runs, share)
-    return share if all(abs(weights.get(h, 0.0) - w) < 1e-9 for h, w in even.items()) else None
+    even = family_weights(runs, share, stage2_kinds(heads, runs) if heads else None)
+    return share if all(abs(weights.get(h, 0.0) - w) < 1e-9 for h, w in {**dict.fromkeys(weights, 0.0), **even}.items()) \
+        else None
 
 
 def svr_note(stage2: Stage2Manifest) -> str:
     """The SVR head's sources and settings for the report, and how far to trust its OOF RMSE: anything
-    chosen on OOF makes it optimistic; the nested estimate (fit-svr --nested) is the honest figure."""
+    chosen on OOF makes it optimistic; the nested estimate (fit-svr --nested) is the honest figure. Then a
+    line per other stage-2 head (GBDT): its sources and fit-svr's word on its OOF RMSE."""
+    others = "".join(f"\n{kind.upper()} features: {'+'.join(stage2.head_features(kind))}; OOF RMSE "
+                     f"{stage2.head_oof_rmse(kind):.3f}: {stage2.heads[kind].get('note', '')}."
+                     for kind in stage2.head_kinds if kind != "svr")
+    return _svr_words(stage2) + others
+
+
+def _svr_words(stage2: Stage2Manifest) -> str:
     note = f"SVR features: {'+'.join(stage2.features)}; {stage2.svr_words}"
     if not stage2.chosen_on_oof:
         return note + " (nothing chosen on OOF: the SVR's OOF RMSE is an honest estimate)."
@@ -154,8 +176,9 @@ def infer(cfg: InferConfig) -> pd.DataFrame:
     planned.tta = run_views(cfg, predictors, planned.tta)
     notes = check_runs(cfg, predictors)
     oof = read_oof(cfg, planned.runs)
+    heads = [head_name(run, kind) for run, p in predictors.items() for kind in p.kinds]
     weights, chosen_by = (planned.weights, f"replayed from {cfg.weights_from}") if cfg.weights_from else \
-        choose_weights(blend, oof, planned.runs)
+        choose_weights(blend, oof, planned.runs, heads)
     ensemble = Ensemble(dataclasses.replace(planned, weights=weights), predictors)
 
     test = read_split(cfg.data_dir, "test", require_meta=ensemble.needs_meta)
@@ -200,11 +223,14 @@ def read_oof(cfg: InferConfig, runs: list[str]) -> pd.DataFrame | None:
         return None
 
 
-def choose_weights(blend: float | None, oof: pd.DataFrame, runs: list[str]) -> tuple[dict[str, float], str]:
-    """--blend W as family weights, or --blend auto fitted on OOF; with the words the report uses."""
+def choose_weights(blend: float | None, oof: pd.DataFrame, runs: list[str],
+                   heads: list[str] | None = None) -> tuple[dict[str, float], str]:
+    """--blend W as family weights, or --blend auto fitted on OOF; with the words the report uses. `heads`:
+    every head of the runs (default: those with OOF columns)."""
     if blend is None:
         return auto_weights(oof, runs)
-    return family_weights(runs, blend), "given by --blend"
+    heads = heads or run_heads(oof, runs)
+    return family_weights(runs, blend, stage2_kinds(heads, runs)), "given by --blend"
 
 
 @dataclass
@@ -222,13 +248,13 @@ class Summary:
 
 def summarise(ensemble: Ensemble, oof: pd.DataFrame | None) -> Summary:
     spec, runs = ensemble.spec, ensemble.spec.runs
-    share = family_share(spec.weights, runs)
+    head_names = ensemble.head_names
+    share = family_share(spec.weights, runs, head_names)
     final_label = f"blend {share:.2f}" if share is not None else "ensemble"
-    head_names = [head_name(r, kind) for r in runs for kind in HEAD_KINDS]
     table = curve = None
     if oof is not None:
         oof = oof.assign(blend=ensemble.score({h: oof[h].to_numpy() for h in spec.weights}))
-        labels = ({"NN head": head_name(runs[0], "nn"), "SVR head": head_name(runs[0], "svr")} if len(runs) == 1
+        labels = ({f"{h.split(':', 1)[1].upper()} head": h for h in head_names} if len(runs) == 1
                   else {h: h for h in head_names})
         table = oof_table(oof, {**labels, final_label: "blend"}, ensemble.predictors[runs[0]].stage1.mean_baseline)
         curve = blend_curve(oof)
@@ -250,7 +276,7 @@ def summarise(ensemble: Ensemble, oof: pd.DataFrame | None) -> Summary:
 def print_summary(blend: float | None, cfg: InferConfig, ensemble: Ensemble, summary: Summary, chosen_by: str,
                   notes: list[str]) -> None:
     runs, share = ensemble.spec.runs, summary.share
-    if blend is None and not cfg.weights_from and len(runs) == 1:
+    if blend is None and not cfg.weights_from and len(ensemble.head_names) == 2:
         curve = summary.curve
         print(f"--blend auto: NN weight {share:.2f} (OOF RMSE {curve['rmse'].min():.3f}; "
               f"NN only {curve['rmse'].iat[-1]:.3f}, SVR only {curve['rmse'].iat[0]:.3f})")
@@ -261,7 +287,7 @@ def print_summary(blend: float | None, cfg: InferConfig, ensemble: Ensemble, sum
     print(f"\nHeads ({chosen_by}; test-time views: the photo{''.join(' + ' + v for v in ensemble.spec.tta)}):")
     print(format_table(summary.head_table))
     if summary.table is not None:
-        what = (f"final = {share:.2f} x NN + {1 - share:.2f} x SVR" if share is not None and len(runs) == 1
+        what = (f"final = {share:.2f} x NN + {1 - share:.2f} x SVR" if share is not None and len(ensemble.head_names) == 2
                 else f"final = {summary.final_label}")
         print(f"\nOOF RMSE (run{'s' if len(runs) > 1 else ''} {','.join(runs)}, {what}):")
         print(format_table(summary.table))

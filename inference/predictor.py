@@ -1,4 +1,5 @@
-"""A finished run, loaded once, that scores images: the NN head and the SVR head of every fold.
+"""A finished run, loaded once, that scores images: the NN head and the stage-2 heads (SVR, and GBDT when
+fit-svr fitted one) of every fold.
 
 `infer` feeds it the test split (decoded through the on-disk image cache); `score` and `serve` feed it
 photos held in memory. Both go through `RunPredictor.heads`, and every feature comes from the feature
@@ -43,13 +44,20 @@ class RunPredictor:
         self.stage2 = Stage2Manifest.load(run)
         self.stage2.check_built_on(self.stage1)
         self.stage2.check_frozen_unchanged()
-        self.sources = self.stage2.sources  # exactly the ones fit-svr chose, in its order
+        self.stage2_kinds = self.stage2.head_kinds  # "svr", then any other head fit-svr fitted ("gbdt")
+        # each head's sources: exactly the ones fit-svr gave it, in its column order
+        self.sources = {kind: self.stage2.head_sources(kind) for kind in self.stage2_kinds}
         self.folds = sorted(self.stage1.folds)
         self.img_size = self.stage1.img_size
         self.resize = self.stage1.resize
         self.needs_meta = self.stage1.model["n_meta"] > 0 or self.stage2.use_meta
         self.models = {k: self.stage1.fold_model(k) for k in self.folds}
-        self.heads_of = {k: self.stage2.load_head(k) for k in self.folds}
+        self.heads_of = {(k, kind): self.stage2.load_head(k, kind) for k in self.folds for kind in self.stage2_kinds}
+
+    @property
+    def kinds(self) -> list[str]:
+        """Every head of the run: "nn", then the stage-2 heads."""
+        return ["nn", *self.stage2_kinds]
 
     def bank(self, images: ImageSet, meta: np.ndarray | None = None) -> FeatureBank:
         """The feature bank of these images, fed by this run's fold networks."""
@@ -61,33 +69,37 @@ class RunPredictor:
 
     def heads(self, images: ImageSet, meta: np.ndarray | None = None,
               tta: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """{"nn": (N,), "svr": (N,)}: each head averaged over the folds and the test-time views: the photo
-        itself and those `tta` names (pawcore/views.py; e.g. ("flip",))."""
+        """{"nn": (N,), "svr": (N,), ...}: each head of `kinds` averaged over the folds and the test-time
+        views: the photo itself and those `tta` names (pawcore/views.py; e.g. ("flip",))."""
         return {kind: scores.mean(axis=0) for kind, scores in self.heads_by_fold(images, meta, tta).items()}
 
     def heads_by_fold(self, images: ImageSet, meta: np.ndarray | None = None,
                       tta: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """{"nn": (folds, N), "svr": (folds, N)}: each fold's heads (in `self.folds` order), views averaged."""
+        """{"nn": (folds, N), "svr": (folds, N), ...}: each fold's heads (in `self.folds` order), views
+        averaged."""
         bank = self.bank(images, meta)
         views = tta_views(tta)
         per_fold = [self.fold_heads(bank, k, views) for k in self.folds]
-        return {"nn": np.stack([nn for nn, _ in per_fold]), "svr": np.stack([svr for _, svr in per_fold])}
+        return {kind: np.stack([fold[kind] for fold in per_fold]) for kind in self.kinds}
 
     @torch.inference_mode()
-    def fold_heads(self, bank: FeatureBank, k: int, views: Sequence[str] = (IDENTITY,)) -> tuple[np.ndarray, np.ndarray]:
-        """Fold k's (NN scores, SVR scores) of the bank's images, each averaged over the views."""
+    def fold_heads(self, bank: FeatureBank, k: int, views: Sequence[str] = (IDENTITY,)) -> dict[str, np.ndarray]:
+        """Fold k's scores of the bank's images, {kind: (N,)} for every head, each averaged over the views."""
         model = self.models[k]
         meta = torch.from_numpy(np.asarray(bank.meta, np.float32)) if model.n_meta else None
-        nn_views, svr_views = [], []
+        per_view: dict[str, list[np.ndarray]] = {kind: [] for kind in self.kinds}
         for view in views:
-            emb = torch.from_numpy(bank.tuned(k, view))  # one forward pass feeds both heads
+            emb = torch.from_numpy(bank.tuned(k, view))  # one forward pass feeds every head
             on = model.head.weight.device  # after that pass: wherever the backbone ran (none if cached)
             emb = emb.to(on)
             logits = model.head_logits(emb, meta.to(on) if meta is not None else None)
-            nn_views.append(logits_to_score(logits).cpu().numpy())
-            X = bank.matrix(k, self.sources, view, with_meta=self.stage2.use_meta)
-            if X.shape[1] != self.stage2.n_features:
-                raise ArtifactError(f"Run {self.run.run!r}: the SVR input has {X.shape[1]} features here but "
-                                    f"{self.stage2.n_features} in fit-svr. Re-run fit-svr for this run.")
-            svr_views.append(self.stage2.calibrate(k, clip_score(self.heads_of[k].predict(X))))
-        return np.mean(nn_views, axis=0), np.mean(svr_views, axis=0)
+            per_view["nn"].append(logits_to_score(logits).cpu().numpy())
+            for kind in self.stage2_kinds:
+                X = bank.matrix(k, self.sources[kind], view, with_meta=self.stage2.use_meta)
+                if X.shape[1] != self.stage2.head_n_features(kind):
+                    raise ArtifactError(f"Run {self.run.run!r}: the {kind.upper()} head's input has {X.shape[1]} "
+                                        f"features here but {self.stage2.head_n_features(kind)} in fit-svr. Re-run "
+                                        f"fit-svr for this run.")
+                scores = clip_score(self.heads_of[k, kind].predict(X))
+                per_view[kind].append(self.stage2.calibrate(k, scores, kind))
+        return {kind: np.mean(views_of, axis=0) for kind, views_of in per_view.items()}

@@ -5,17 +5,19 @@ on the fold), or a frozen pretrained model (the same for every fold). The bank c
 fold, view) once per image set and keeps it; when the images have a stable identity (a split in the
 image cache) it also caches it on disk, as
 
-    <cache_dir>/<name>-<size>px-<emb|logits>[-<view>]-<key>.npy      (view: flip, zoom, crop-tl, ...)
+    <cache_dir>/<name>-<size>px-<emb|logits|prompts>[-<view>]-<key>.npy      (view: flip, zoom, crop-tl, ...)
 
 the key made of the weights' SHA-256, the view and the image cache's own name (split, size, resize mode,
 source files), so a re-trained checkpoint, other weights, another view or resize mode or changed photos
-never read a stale file. Every source, frozen ones included, sees the photos made square in the run's
-resize mode (stage 1's saved config), so one photo is the same pixels in every source and stage. Frozen
+never read a stale file. A CLIP source's prompt similarities are computed from its cached image embedding
+and keyed by the prompts as well. Every source, frozen ones included, sees the photos made square in the
+run's resize mode (stage 1's saved config), so one photo is the same pixels in every source and stage. Frozen
 features do not depend on the run otherwise: runs with the same resize mode share them. A fold's matrix is the chosen
 sources side by side, in the recorded order, then the metadata flags when the head uses them.
 """
 from __future__ import annotations
 
+import json
 import logging
 from functools import cache
 from pathlib import Path
@@ -32,6 +34,7 @@ from stage1_backbone.manifest import Stage1Manifest
 from stage1_backbone.model import PawpularityNet
 from stage1_backbone.predict import forward_batches
 
+from .clip import prompt_features
 from .frozen import frozen_step, input_size, load_frozen, weights_sha256
 from .sources import TUNED, Source
 
@@ -94,12 +97,15 @@ class FeatureBank:
         return self._memo[key]
 
     def frozen(self, source: Source, view: str = IDENTITY) -> np.ndarray:
-        """A frozen source's features (N, D): its pooled embedding, or its class logits for `:logits`."""
+        """A frozen source's features (N, D): its pooled embedding, or its class logits for `:logits`, or a
+        CLIP source's prompt similarities for `:prompts`."""
+        if source.prompts:
+            return self._prompts(source, view)
         key = (source.spec, None, view)
         if key not in self._memo:
             size = input_size(source)
             emb, logits = self._computed(
-                source.model.replace("/", "_"), size, weights_sha256(source), view, ("emb", "logits"),
+                _file_name(source), size, weights_sha256(source), view, ("emb", "logits"),
                 "logits" if source.logits else "emb",
                 lambda: forward_batches(load_frozen(source), frozen_step, self._pixels(size),
                                         batch_size=self.batch_size, device=self.device, view=view,
@@ -111,10 +117,34 @@ class FeatureBank:
             self._memo[key] = logits if source.logits else emb
         return self._memo[key]
 
+    def _prompts(self, source: Source, view: str) -> np.ndarray:
+        """A CLIP source's (N, n_prompts) cosine similarities, from its image embedding (computed or read
+        once, shared with `clip:NAME`) and the prompts' text embeddings."""
+        if not source.prompt_texts:
+            raise AssertionError(f"{source.spec}: no prompts attached (sources.with_prompts)")
+        key = (source.spec, source.prompt_texts, view)
+        if key not in self._memo:
+            emb = self.frozen(source.image_source, view)
+            weights = sha256_text(f"{weights_sha256(source)}|prompts={json.dumps(source.prompt_texts)}")
+            (feats,) = self._computed(_file_name(source), input_size(source), weights, view, ("prompts",), "prompts",
+                                      lambda: (prompt_features(load_frozen(source), emb, source.prompt_texts),))
+            self._memo[key] = feats
+        return self._memo[key]
+
     def frozen_record(self, sources: Sequence[Source]) -> dict[str, dict]:
-        """What a manifest keeps of each frozen source: weights SHA-256, input size, feature width."""
-        return {s.spec: {"weights_sha256": weights_sha256(s), "size": input_size(s), "dim": int(self.frozen(s).shape[1])}
-                for s in sources if not s.tuned}
+        """What a manifest keeps of each frozen source: weights SHA-256, input size, feature width; for CLIP
+        also its file format, mean/std and resize, and the prompts of a :prompts source."""
+        record = {}
+        for s in sources:
+            if s.tuned:
+                continue
+            record[s.spec] = {"weights_sha256": weights_sha256(s), "size": input_size(s),
+                              "dim": int(self.frozen(s).shape[1])}
+            if s.clip:
+                record[s.spec].update(load_frozen(s).record)
+            if s.prompts:
+                record[s.spec]["prompts"] = list(s.prompt_texts)
+        return record
 
     def _computed(self, name: str, size: int, weights: str, view: str, kinds: tuple[str, ...], need: str,
                   compute: Callable[[], tuple[torch.Tensor | None, ...]]) -> list[np.ndarray | None]:
@@ -143,6 +173,11 @@ class FeatureBank:
         seen_as = f"flip={view == 'flip'}" if view in (IDENTITY, "flip") else f"view={view}"
         key = sha256_text(f"{weights}|{images_key(pixels)}|{seen_as}|fp32")[:16]
         return [self.cache_dir / f"{name}-{size}px-{kind}{'-' + view if view else ''}-{key}.npy" for kind in kinds]
+
+
+def _file_name(source: Source) -> str:
+    """A frozen model's name as part of a cache file name (no '/' or ':')."""
+    return source.model.replace("/", "_").replace(":", "-")
 
 
 def _embed_step(model: PawpularityNet, images: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor]:

@@ -16,6 +16,14 @@ def frozen_size_value(value: str) -> str | None:
     return "use stage1, native or a number of pixels"
 
 
+def heads_value(value: str) -> str | None:
+    """--heads: a comma-separated list of svr and gbdt, svr first (the SVR's choice drives stage 2)."""
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    if not kinds or kinds[0] != "svr" or any(k not in ("svr", "gbdt") for k in kinds) or len(set(kinds)) < len(kinds):
+        return "give svr or svr,gbdt (svr is always fitted: its choice of sources drives stage 2)"
+    return None
+
+
 def auto_or_positive(value: str) -> str | None:
     """--C: 'auto' or a number > 0."""
     if value == "auto":
@@ -53,7 +61,18 @@ class SVRConfig(LoaderOptions, DeviceOptions, RunSettings):
     features: str = option("auto", "The SVR's feature sources, comma-separated: 'tuned' (each fold's fine-tuned "
                            "backbone), a timm model name (frozen, packaged ImageNet weights: tf_efficientnet_lite0/1/2), "
                            "MODEL=PATH (weights from a local file), MODEL:logits (its ImageNet logits), MODEL@SIZE "
-                           "(run at SIZE px). auto = tuned + every installed packaged model.")
+                           "(run at SIZE px), clip:ViT-B-32=PATH (a CLIP image embedding; OpenAI's .pt or an open_clip "
+                           "checkpoint), clip:ViT-B-32:prompts=PATH (its cosine similarities to --clip-prompts). "
+                           "auto = tuned + every installed packaged model.")
+    clip_prompts: str = option("", "Text file of prompts, one a line, for clip:NAME:prompts sources (one feature "
+                               "column each); default: Cute, Funny, Derp, Small, Happy, Sad, Aggressive, Friendly, "
+                               "Old, Young, Love. Recorded in the stage-2 manifest, so infer and score use the same.")
+    heads: str = option("svr", "Stage-2 heads fitted per fold: svr, or svr,gbdt to add gradient-boosted trees "
+                        "(XGBoost, early-stopped on an inner split of each fold's training rows), saved, replayed "
+                        "and blended like the SVR.", check=heads_value)
+    gbdt_features: str = option("all", "The GBDT head's sources: all = every --features source (trees pick their "
+                                "own columns; nothing is chosen on OOF, so its OOF RMSE stays honest), or svr = the "
+                                "SVR's chosen sources.", choices=("all", "svr"))
     frozen_size: str = option("stage1", "Input size of frozen models named without @SIZE: stage1 (stage 1's "
                               "--img-size, so every source sees the photo at the same size), native (each model's "
                               "own pretrained_cfg size) or a number of pixels.", check=frozen_size_value)

@@ -1,5 +1,9 @@
 """`pipeline.py fit-svr`: the feature bank's chosen sources -> a head (scaler, balance, SVR) per fold -> OOF.
 
+With `--heads svr,gbdt` a second head per fold, gradient-boosted trees (stage2_svr/gbdt.py), is fitted on
+the same folds from the same bank, saved, recalibrated and written out the same way: its own head file
+and OOF file per fold, listed in the one stage-2 manifest.
+
 Sources (stage2_svr/sources.py): each fold's fine-tuned backbone (`tuned`) and frozen pretrained
 models, computed and cached by the feature bank (stage2_svr/bank.py), which infer and score call too.
 The set of sources (greedy forward selection), the scaler, the balance of the sources and the SVR's C
@@ -16,6 +20,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import joblib
 import numpy as np
@@ -37,12 +42,12 @@ from .backends import parse_gamma, resolve_backend
 from .bank import FeatureBank
 from .config import SVRConfig
 from .head import Prep, SVRParams, factor_words, fit_head, portable_head, predict
-from .manifest import Stage2Fold, Stage2Manifest
+from .manifest import HEAD_KINDS, SVR, Stage2Fold, Stage2Manifest
 from .recalibrate import IDENTITY, apply_map, cross_fitted_maps
 from .nested import Nested, nested_oof, nested_wanted
 from .search import COARSE, FINE, MatrixFn
 from .selection import Selection, Space, format_selection, forward_select
-from .sources import Source, check_available, parse_sources
+from .sources import Source, check_available, parse_sources, read_prompts, with_prompts
 
 log = logging.getLogger(__name__)
 LAYOUT = Stage2Manifest  # where each of the stage's files goes
@@ -119,9 +124,15 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     # With --C auto the C here is a placeholder: the choice sets C and the gamma factor.
     params = SVRParams(resolve_backend(cfg.svr_backend), cfg.kernel, parse_C(cfg.C) or 1.0, cfg.epsilon, cfg.gamma)
     space, chosen = choice_space(cfg, cfg.kernel)
-    sources = parse_sources(cfg.features, resolve_frozen_size(cfg, stage1.img_size))
+    sources = with_prompts(parse_sources(cfg.features, resolve_frozen_size(cfg, stage1.img_size)),
+                           read_prompts(cfg.clip_prompts))
     for source in sources:
         check_available(source)  # missing weights stop here, before any image is decoded
+    kinds = head_kinds(cfg)
+    if "gbdt" in kinds:
+        from .gbdt import xgboost_device
+
+        xgboost_device(cfg.device)  # no XGBoost stops here, before any work
     LAYOUT.path(run).unlink(missing_ok=True)  # until the new one is written, stage 2 is unfinished
 
     train = read_split(cfg.data_dir or stage1.data_dir, "train", require_meta=cfg.use_meta)
@@ -131,18 +142,30 @@ def _fit_svr(cfg: SVRConfig, run: RunDir) -> pd.DataFrame:
     log.info("SVR backend: %s; feature sources: %s", params.backend, ", ".join(s.spec for s in sources))
 
     choice = _choose(cfg, run, bank, sources, rows, params, space, chosen)
-    fold_entries, n_features, oof_rmse, maps = _fit_folds(cfg, run, stage1, bank, choice, rows)
+    fitted = {kind: _fit_folds(cfg, run, stage1, bank, _plan(cfg, kind, choice, sources), rows) for kind in kinds}
+    _remove_stale_heads(run, kinds, rows.folds)
+    svr = fitted[SVR]
+    fold_entries = {k: Stage2Fold({name: digest for f in fitted.values() for name, digest in f.files[k].items()})
+                    for k in rows.folds}
+    used = list({s.spec: s for f in fitted.values() for s in f.sources}.values())
     Stage2Manifest(
         run, folds=fold_entries, stage1_manifest_sha256=stage1.digest(),
-        oof_svr_sha256=sha256_file(LAYOUT.oof_file(run)), features=[s.spec for s in choice.sources],
-        frozen=bank.frozen_record(choice.sources), n_features=n_features, use_meta=cfg.use_meta,
+        oof_svr_sha256=svr.oof_sha256, features=[s.spec for s in choice.sources],
+        frozen=bank.frozen_record(used), n_features=svr.n_features, use_meta=cfg.use_meta,
         standardize=choice.prep.standardize, backend=params.backend, select=cfg.select, partial_stage1=partial,
         C=choice.params.C, gamma=str(cfg.gamma), gamma_factor=choice.params.gamma_factor, epsilon=cfg.epsilon,
-        balance=choice.prep.balance, chosen_on_oof=choice.chosen, oof_rmse=oof_rmse,
+        balance=choice.prep.balance, chosen_on_oof=choice.chosen, oof_rmse=svr.oof_rmse,
         nested_rmse=choice.nested.rmse if choice.nested else None, nested_note=choice.nested_note,
-        recalibration=maps,
+        recalibration=svr.maps, heads={kind: f.record() for kind, f in fitted.items() if kind != SVR},
     ).write()
-    return _print_result(cfg, run, stage1, choice)
+    return _print_result(cfg, run, stage1, choice, fitted)
+
+
+def head_kinds(cfg: SVRConfig) -> list[str]:
+    """--heads as a list: 'svr' first, then the others (SVRConfig checked the names)."""
+    kinds = [k.strip() for k in cfg.heads.split(",") if k.strip()]
+    assert kinds[0] == SVR and set(kinds) <= set(HEAD_KINDS), kinds
+    return kinds
 
 
 def _train_bank(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, train: Split) -> FeatureBank:
@@ -190,49 +213,118 @@ def _choose(cfg: SVRConfig, run: RunDir, bank: FeatureBank, sources: list[Source
     return choice
 
 
-def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: FeatureBank, choice: Choice,
-               rows: TrainRows) -> tuple[dict[int, Stage2Fold], int, float, dict[int, tuple[float, float]]]:
-    """Fit and save every fold's head on its training rows; write the OOF files.
-    -> (fold entries, width, the saved OOF's RMSE, each fold's recalibration).
+@dataclass
+class HeadPlan:
+    """How one head kind is fitted on a fold: its sources (in column order) and `fit(X, targets, train rows,
+    widths)` -> (the head fitted on those rows, ready to save and load anywhere; its settings for the record)."""
+
+    kind: str
+    sources: list[Source]
+    fit: Callable[[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]], tuple[object, dict]]
+    note: str = ""  # how far to trust its OOF RMSE, for the printout
+
+
+@dataclass
+class FittedHead:
+    """One head kind over all folds: each fold's files, and what the manifest records."""
+
+    kind: str
+    sources: list[Source]
+    files: dict[int, dict[str, str]]
+    n_features: int
+    oof_rmse: float
+    oof_sha256: str
+    maps: dict[int, tuple[float, float]]
+    settings: dict
+    note: str = ""
+
+    def record(self) -> dict:
+        """The manifest's entry of a head beside the SVR."""
+        return {"features": [s.spec for s in self.sources], "n_features": self.n_features,
+                "oof_sha256": self.oof_sha256, "oof_rmse": self.oof_rmse, "recalibration": self.maps,
+                "settings": self.settings, "note": self.note}
+
+
+def _plan(cfg: SVRConfig, kind: str, choice: Choice, candidates: list[Source]) -> HeadPlan:
+    """The SVR on the chosen sources, or the GBDT on its own set (--gbdt-features)."""
+    if kind == SVR:
+        def fit_svr_fold(X: np.ndarray, y: np.ndarray, tr: np.ndarray, widths: tuple[int, ...]) -> tuple[object, dict]:
+            head, _ = fit_head(X, tr, tr[:1], y, choice.params, choice.prep, widths)
+            return portable_head(head), {  # the OOF comes from the very head infer loads (cuML -> scikit-learn)
+                "backend": choice.params.backend, "standardize": choice.prep.standardize,
+                "balance": choice.prep.balance, "C": choice.params.C, "gamma": float(head.named_steps["svr"].gamma),
+                "gamma_factor": choice.params.gamma_factor, "chosen_on_oof": list(choice.chosen)}
+        return HeadPlan(SVR, choice.sources, fit_svr_fold)
+    from .gbdt import GBDTParams, make_gbdt_head, xgboost_device
+
+    params, device = GBDTParams(), xgboost_device(cfg.device)
+    sources = choice.sources if cfg.gbdt_features == "svr" else candidates
+    note = ("its sources are the SVR's, chosen on these rows: optimistic" if cfg.gbdt_features == "svr" and choice.chosen
+            else "nothing chosen on these rows (fixed settings; trees by early stopping on inner splits of each "
+                 "fold's training rows): an honest estimate")
+
+    def fit_gbdt_fold(X: np.ndarray, y: np.ndarray, tr: np.ndarray, widths: tuple[int, ...]) -> tuple[object, dict]:
+        head = make_gbdt_head(params, widths, device).fit(X[tr], y[tr])
+        trees = head.named_steps["gbdt"]
+        return head, {"device": device, "gbdt": dataclasses.asdict(params), "n_trees": trees.n_trees_,
+                      "inner_stop_rmse": trees.inner_rmse_}
+    return HeadPlan(kind, sources, fit_gbdt_fold, note)
+
+
+def _fit_folds(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, bank: FeatureBank, plan: HeadPlan,
+               rows: TrainRows) -> FittedHead:
+    """Fit and save every fold's head of one kind on its training rows; write its OOF files.
 
     Heads are fitted on the photos as they are; the OOF rows are scored as infer scores test photos: on
     each of the run's test-time views (stage 1's --tta), each view recalibrated, then averaged."""
     views = tta_views(stage1.tta)
     fitted, raw = {}, np.full((len(views), len(rows.targets)), np.nan)
-    matrix = _matrix_fn(cfg, bank, choice.sources)
-    names = tuple(s.spec for s in choice.sources)
+    matrix = _matrix_fn(cfg, bank, plan.sources)
+    names = tuple(s.spec for s in plan.sources)
     for k in rows.folds:
         X, widths = matrix(names, k)
         tr, va = rows.split(k)
         t0 = time.perf_counter()
-        head, _ = fit_head(X, tr, va, rows.targets, choice.params, choice.prep, widths)
-        head = portable_head(head)  # the OOF comes from the very head infer loads (cuML -> scikit-learn)
+        head, settings = plan.fit(X, rows.targets, tr, widths)
         for i, view in enumerate(views):
             raw[i, va] = predict(head, (X if view == PHOTO else matrix(names, k, view)[0])[va])
-        log.info("fold %d: head fitted on %d x %d in %.1fs", k, len(tr), X.shape[1], time.perf_counter() - t0)
-        fitted[k] = head, {
-            "fold": k, "backend": choice.params.backend, "stage1_weights_sha256": stage1.weights_sha256(k),
-            "features": list(names), "block_widths": list(widths), "standardize": choice.prep.standardize,
-            "balance": choice.prep.balance, "n_features": int(X.shape[1]), "C": choice.params.C,
-            "gamma": float(head.named_steps["svr"].gamma), "gamma_factor": choice.params.gamma_factor,
-            "chosen_on_oof": list(choice.chosen), "svr": dataclasses.asdict(cfg)}
-    maps = _recalibration(cfg, raw.mean(axis=0), rows)
-    entries, oofs = {}, []
+        log.info("fold %d: %s head fitted on %d x %d in %.1fs", k, plan.kind, len(tr), X.shape[1],
+                 time.perf_counter() - t0)
+        fitted[k] = head, {"fold": k, "head": plan.kind, "stage1_weights_sha256": stage1.weights_sha256(k),
+                           "features": list(names), "block_widths": list(widths), "n_features": int(X.shape[1]),
+                           **settings, "svr": dataclasses.asdict(cfg)}
+    maps = _recalibration(cfg, raw.mean(axis=0), rows, plan.kind)
+    files, oofs = {}, []
     for k, (head, record) in fitted.items():
         va = rows.split(k)[1]
-        pred = np.mean([apply_map(view_raw[va], maps[k]) for view_raw in raw], axis=0)
         oof = pd.DataFrame({ID_COL: rows.ids[va], "fold": k, "target": rows.targets[va],
-                            "pred": pred, "pred_raw": raw[:, va].mean(axis=0)})
-        entries[k] = _save_fold(run, k, head, {**record, "recalibration": list(maps[k])}, oof)
+                            "pred": np.mean([apply_map(view_raw[va], maps[k]) for view_raw in raw], axis=0),
+                            "pred_raw": raw[:, va].mean(axis=0)})
+        files[k] = _save_fold(run, k, plan.kind, head, {**record, "recalibration": list(maps[k])}, oof)
         oofs.append(oof)
     oof = pd.concat(oofs, ignore_index=True)
-    write_csv(LAYOUT.oof_file(run), oof)
-    return entries, int(record["n_features"]), rmse(oof["pred"], oof["target"]), maps
+    oof_file = LAYOUT.oof_file_of(run, plan.kind)
+    write_csv(oof_file, oof)
+    settings = {key: value for key, value in record.items()
+                if key not in ("fold", "stage1_weights_sha256", "recalibration", "svr", "n_trees", "inner_stop_rmse",
+                               "gamma")}
+    return FittedHead(plan.kind, plan.sources, files, int(record["n_features"]), rmse(oof["pred"], oof["target"]),
+                      sha256_file(oof_file), maps, settings, plan.note)
 
 
-def _recalibration(cfg: SVRConfig, raw: np.ndarray, rows: TrainRows) -> dict[int, tuple[float, float]]:
+def _remove_stale_heads(run: RunDir, kinds: list[str], folds: list[int]) -> None:
+    """Files of a head kind an earlier fit-svr wrote and this one did not: gone, so none is mistaken for current."""
+    for kind in set(HEAD_KINDS) - set(kinds):
+        LAYOUT.oof_file_of(run, kind).unlink(missing_ok=True)
+        for k in folds:
+            for path in (LAYOUT.head_file_of(run, k, kind), LAYOUT.fold_config_file_of(run, k, kind),
+                         LAYOUT.fold_oof_file_of(run, k, kind)):
+                path.unlink(missing_ok=True)
+
+
+def _recalibration(cfg: SVRConfig, raw: np.ndarray, rows: TrainRows, kind: str = SVR) -> dict[int, tuple[float, float]]:
     """Each fold's map (stage2_svr/recalibrate.py), or the identity when --recalibrate is off, or auto and
-    the cross-fitted OOF RMSE is not lower with it."""
+    the cross-fitted OOF RMSE is not lower with it. Every head kind gets its own decision."""
     identity = {k: IDENTITY for k in rows.folds}
     if cfg.recalibrate == "off" or len(rows.folds) < 2:
         return identity
@@ -244,31 +336,40 @@ def _recalibration(cfg: SVRConfig, raw: np.ndarray, rows: TrainRows) -> dict[int
         mapped[va] = apply_map(raw[va], maps[k])
     before, after = rmse(raw[scored], rows.targets[scored]), rmse(mapped[scored], rows.targets[scored])
     keep = cfg.recalibrate == "on" or after < before
-    log.info("SVR head recalibration (cross-fitted): OOF RMSE %.3f -> %.3f: %s", before, after,
+    log.info("%s head recalibration (cross-fitted): OOF RMSE %.3f -> %.3f: %s", kind.upper(), before, after,
              "applied" if keep else "not applied (no gain)")
     return maps if keep else identity
 
 
-def _save_fold(run: RunDir, k: int, head, record: dict, oof: pd.DataFrame) -> Stage2Fold:
-    files = [LAYOUT.head_file(run, k), LAYOUT.fold_config_file(run, k), LAYOUT.fold_oof_file(run, k)]
+def _save_fold(run: RunDir, k: int, kind: str, head, record: dict, oof: pd.DataFrame) -> dict[str, str]:
+    """Write fold k's head, config and OOF of one kind -> {path relative to stage2/: SHA-256}."""
+    files = [LAYOUT.head_file_of(run, k, kind), LAYOUT.fold_config_file_of(run, k, kind),
+             LAYOUT.fold_oof_file_of(run, k, kind)]
     with atomic_path(files[0]) as tmp:
         joblib.dump(head, tmp)
     for legacy in ("svr.joblib", "scaler.joblib"):  # a stage 2 written before heads were one Pipeline
         (LAYOUT.fold_dir(run, k) / legacy).unlink(missing_ok=True)
     write_json(files[1], record)
     write_csv(files[2], oof)
-    return Stage2Fold(file_digests(LAYOUT.stage_dir(run), files))
+    return file_digests(LAYOUT.stage_dir(run), files)
 
 
-def _print_result(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, choice: Choice) -> pd.DataFrame:
-    oof = merge_oof(Stage1Manifest.oof_file(run), LAYOUT.oof_file(run))
-    table = oof_table(oof, {"NN head": "nn", "SVR head": "svr", "blend 0.5": "blend"}, stage1.mean_baseline)
+def _print_result(cfg: SVRConfig, run: RunDir, stage1: Stage1Manifest, choice: Choice,
+                  fitted: dict[str, FittedHead]) -> pd.DataFrame:
+    others = {kind: LAYOUT.oof_file_of(run, kind) for kind in fitted if kind != SVR}
+    oof = merge_oof(Stage1Manifest.oof_file(run), LAYOUT.oof_file(run), extra=others)
+    table = oof_table(oof, {"NN head": "nn", "SVR head": "svr", **{f"{k.upper()} head": k for k in others},
+                            "blend 0.5": "blend"}, stage1.mean_baseline)
     p = choice.params
     print(f"\nStage 2 OOF RMSE (run {cfg.run!r}, SVR {p.kernel} C={p.C:g} gamma={factor_words(p.gamma_factor)} x "
           f"{p.gamma} epsilon={p.epsilon:g}, backend {p.backend}, features {'+'.join(s.spec for s in choice.sources)}, "
           f"scaler {'on' if choice.prep.standardize else 'off'}, balance {'on' if choice.prep.balance else 'off'}):")
     print(format_table(table))
     print(_honesty(choice, rmse(oof["svr"], oof["target"])))
+    for kind in others:
+        f = fitted[kind]
+        print(f"{kind.upper()} head: OOF RMSE {f.oof_rmse:.3f} on {'+'.join(s.spec for s in f.sources)} "
+              f"({f.n_features} features); {f.note}.")
     print(f"Artifacts: {LAYOUT.stage_dir(run)}\n")
     return table
 

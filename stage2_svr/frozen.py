@@ -2,7 +2,8 @@
 
 Each model runs with its own timm `pretrained_cfg` mean/std (not stage 1's), in fp32 and eval mode,
 on the GPU when there is one. One pass gives both the pooled embedding and the ImageNet logits, so
-the bank caches both and asking for `:logits` later computes nothing (stage2_svr/bank.py).
+the bank caches both and asking for `:logits` later computes nothing (stage2_svr/bank.py). CLIP sources
+(`clip:NAME=PATH`) are frozen models of the same kind, read by open_clip (stage2_svr/clip.py).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def weights_file(source: Source) -> Path:
-    return Path(source.path) if source.path else packaged_weights_file(source.model)
+    return Path(source.path) if source.path or source.clip else packaged_weights_file(source.model)
 
 
 @functools.lru_cache(maxsize=32)
@@ -44,6 +45,10 @@ def input_size(source: Source) -> int:
     """@SIZE if given, else the model's own pretrained_cfg input size."""
     if source.size:
         return source.size
+    if source.clip:
+        from .clip import input_size as clip_size
+
+        return clip_size(source.clip_name)
     cfg = timm.models.get_pretrained_cfg(source.model)
     if cfg is not None and cfg.input_size:
         return int(cfg.input_size[-1])
@@ -66,9 +71,15 @@ class FrozenNet(nn.Module):
         return emb, logits
 
 
-def load_frozen(source: Source) -> FrozenNet:
-    """The timm model with the source's weights, classifier included when the weights have one."""
+def load_frozen(source: Source) -> nn.Module:
+    """The timm model with the source's weights, classifier included when the weights have one; for a CLIP
+    source, its ClipNet (same call, same outputs: embedding, logits or None)."""
     check_available(source)
+    if source.clip:
+        from .clip import cached_clip
+
+        st = Path(source.path).stat()
+        return cached_clip(source.clip_name, source.path, st.st_mtime_ns, st.st_size)
     return _load(source.model, source.path)
 
 
@@ -77,6 +88,6 @@ def _load(model_name: str, path: str) -> FrozenNet:
     return FrozenNet(create_classifier(model_name, path))
 
 
-def frozen_step(net: FrozenNet, images: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def frozen_step(net: nn.Module, images: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The frozen pass of `forward_batches`: (pooled embedding, class logits or None); no metadata."""
     return net(images)

@@ -281,7 +281,7 @@ def test_infer_code_path_replays_the_bank_svr_oof_on_training_photos(run_copy, t
     bank = predictor.bank(SplitImages(train.image_paths, tmp_path / "image-cache", "train"))
     oof = pd.read_csv(Stage2Manifest.oof_file(run), dtype={"Id": str})
     for k in (0, 1):
-        svr = predictor.fold_heads(bank, k)[1]
+        svr = predictor.fold_heads(bank, k)["svr"]
         val = oof[oof["fold"] == k]
         rows = [train.ids.index(i) for i in val["Id"]]
         np.testing.assert_allclose(svr[rows], val["pred"].to_numpy(), rtol=0, atol=1e-6)

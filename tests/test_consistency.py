@@ -46,7 +46,7 @@ def test_infer_replays_fit_svr_oof_from_the_photos(tiny_run, tiny_data):
         np.testing.assert_allclose(bank.tuned(k), fitted_on, rtol=1e-5, atol=1e-5)
         val = oof[oof["fold"] == k]
         rows = np.array([train.ids.index(i) for i in val["Id"]])
-        _, svr = predictor.fold_heads(bank, k)
+        svr = predictor.fold_heads(bank, k)["svr"]
         np.testing.assert_allclose(svr[rows], val["pred"].to_numpy(), rtol=0, atol=1e-6)
 
 

@@ -128,7 +128,8 @@ def test_resize_and_views_come_from_the_saved_config_in_every_stage(padded_tta_r
         np.testing.assert_allclose(nn, nn_oof.query("fold == @k")["pred"], atol=1e-4)
         plain = embed_and_score(model, pixels, rows, device="cpu")[1].numpy()
         assert np.abs(plain - nn).max() > 1e-4, "the views change the scores, so the check above means something"
-        nn_replayed, svr_replayed = predictor.fold_heads(bank, k, views)
+        replayed = predictor.fold_heads(bank, k, views)
+        nn_replayed, svr_replayed = replayed["nn"], replayed["svr"]
         val = svr_oof.query("fold == @k")
         svr_rows = np.array([train.ids.index(i) for i in val["Id"]])
         np.testing.assert_allclose(svr_replayed[svr_rows], val["pred"], rtol=0, atol=1e-6)

@@ -71,7 +71,7 @@ def _stage2_state(run: RunDir, stage1: Stage1Manifest | None) -> str:
     except ArtifactError as e:  # damaged, or written by another version: say so, and go on with the others
         return f"UNREADABLE: {e}"
     current = stage1 is not None and stage2.stage1_manifest_sha256 == stage1.digest()
-    return f"folds {sorted(stage2.folds)}, " + ("built on the current stage 1" if current
+    return f"folds {sorted(stage2.folds)}, heads {'+'.join(stage2.head_kinds)}, " + ("built on the current stage 1" if current
                                                else "STALE: stage 1 changed since; re-run fit-svr")
 
 
