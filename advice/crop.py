@@ -26,10 +26,11 @@ from .photos import Photo
 
 ASPECTS = {"1:1": 1.0, "4:5": 4 / 5, "4:3": 4 / 3, "same as photo": None}  # width / height
 MIN_GAIN = 1.0  # Pawpularity points: a held-out gain below this is not worth a volunteer's time
-# The grid: the largest box of each ratio and the smallest --min-crop allows, at 3 x 3 positions (~35
-# boxes). On oxford (benchmarks/bench_score.py) it kept most of the held-out gain of a 3-scale grid (~60
-# boxes) at about half the time; 2 x 2 positions (~17 boxes, no centred box) lost a fifth of it.
-N_SCALES, N_POSITIONS = 2, 3
+# The grid: the largest box of each ratio and the smallest --min-crop allows, at 2 x 2 positions (~17
+# boxes). Measured on oxford (benchmarks/bench_score.py, RESULTS.md): p50 1.8 s on a 2-core CPU, a crop
+# suggested for 9 of 10 photos, held-out gain +14.2 points; 3 x 3 positions (~34 boxes) found +17.5 in
+# 3.9 s and 3 scales (~61 boxes) +18.2 in 8.1 s. Pass n_positions=3 for the finer search.
+N_SCALES, N_POSITIONS = 2, 2
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in upright pixels, x1/y1 exclusive
 

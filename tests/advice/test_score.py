@@ -80,7 +80,7 @@ def test_candidate_boxes_lie_inside_and_keep_min_crop():
     for w, h in ((640, 480), (480, 640), (1000, 250), (37, 91)):
         boxes = candidate_boxes(w, h, min_crop=0.5)
         aspects = {a for _, a in boxes}
-        assert len(boxes) > 10
+        assert len(boxes) >= 9  # a 3 x 3 grid at least (a panorama has only its own ratio)
         assert "same as photo" in aspects or (w, h) == (640, 480)  # 640x480 is 4:3: its boxes are named 4:3
         for (x0, y0, x1, y1), _ in boxes:
             assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
