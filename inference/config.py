@@ -35,7 +35,8 @@ class InferConfig(LoaderOptions, DeviceOptions, RunSettings):
                              help="Folder with test.csv and test/<Id>.jpg (training data not needed).")
     runs: str = option("", "Ensemble of several runs with identical folds, e.g. 'swin,convnext' (default: --run); "
                        "each contributes its NN and its SVR head.")
-    blend: str = option("0.5", "Weight of the NN head(s): final = blend x mean NN + (1 - blend) x mean SVR, in [0, 1]; "
+    blend: str = option("0.5", "Weight of the NN head(s): final = blend x mean NN + (1 - blend) x mean stage-2 "
+                        "head(s) (SVR, and GBDT if fitted, in equal shares), in [0, 1]; "
                         "'auto' fits on OOF: one run, the NN weight with the lowest OOF RMSE (step 0.01); several "
                         "runs, one weight per head (>= 0, summing to 1; scipy SLSQP).", check=blend_value)
     weights_from: str = option("", "Replay an ensemble.json written by an earlier infer (its runs, head weights and "
