@@ -34,7 +34,7 @@ from stage1_backbone.manifest import Stage1Manifest
 from stage1_backbone.model import PawpularityNet
 from stage1_backbone.predict import forward_batches
 
-from .clip import prompt_features
+from .clip import CLIP_RESIZE, prompt_features
 from .frozen import frozen_step, input_size, load_frozen, weights_sha256
 from .sources import TUNED, Source
 
@@ -56,7 +56,7 @@ class FeatureBank:
         self.batch_size, self.device, self.num_workers = batch_size, device, num_workers
         self.fold_model = fold_model or cache(stage1.fold_model)
         self.resize = stage1.resize  # the run's, for every source: one photo, the same pixels everywhere
-        self._pixels = cache(lambda size: images.pixels(size, self.resize))
+        self._pixels = cache(images.pixels)  # (size, resize mode) -> pixels, each made once
         self._memo: dict[tuple[str, int | None, str], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -84,11 +84,13 @@ class FeatureBank:
         key = (TUNED, fold, view)
         if key not in self._memo:
             size, weights = self.stage1.img_size, self.stage1.weights_sha256(fold)
+            pixels = self._pixels(size, self.resize)
             (emb,) = self._computed(f"{TUNED}-fold{fold}", size, weights, view, ("emb",), "emb",
-                                    lambda: forward_batches(self.fold_model(fold), _embed_step, self._pixels(size),
+                                    lambda: forward_batches(self.fold_model(fold), _embed_step, pixels,
                                                             batch_size=self.batch_size, device=self.device, view=view,
                                                             num_workers=self.num_workers,
-                                                            desc=f"embed fold {fold}{' ' + view if view else ''}"))
+                                                            desc=f"embed fold {fold}{' ' + view if view else ''}"),
+                                    self.resize)
             if emb.shape[1] != self.stage1.model["feature_dim"]:
                 raise ArtifactError(f"fold {fold}: embedding size {emb.shape[1]} does not match stage 1's "
                                     f"feature_dim {self.stage1.model['feature_dim']}. Re-run "
@@ -104,13 +106,15 @@ class FeatureBank:
         key = (source.spec, None, view)
         if key not in self._memo:
             size = input_size(source)
+            mode = self.resize_of(source)
             emb, logits = self._computed(
                 _file_name(source), size, weights_sha256(source), view, ("emb", "logits"),
                 "logits" if source.logits else "emb",
-                lambda: forward_batches(load_frozen(source), frozen_step, self._pixels(size),
+                lambda: forward_batches(load_frozen(source), frozen_step, self._pixels(size, mode),
                                         batch_size=self.batch_size, device=self.device, view=view,
                                         num_workers=self.num_workers,
-                                        desc=f"frozen {source.model} {size}px{' ' + view if view else ''}"))
+                                        desc=f"frozen {source.model} {size}px{' ' + view if view else ''}"),
+                mode)
             if source.logits and logits is None:
                 raise ConfigError(f"--features {source.spec}: the weights have no classifier, so there are no "
                                   f"logits; use {source.model} (the pooled embedding) instead.")
@@ -127,7 +131,8 @@ class FeatureBank:
             emb = self.frozen(source.image_source, view)
             weights = sha256_text(f"{weights_sha256(source)}|prompts={json.dumps(source.prompt_texts)}")
             (feats,) = self._computed(_file_name(source), input_size(source), weights, view, ("prompts",), "prompts",
-                                      lambda: (prompt_features(load_frozen(source), emb, source.prompt_texts),))
+                                      lambda: (prompt_features(load_frozen(source), emb, source.prompt_texts),),
+                                      self.resize_of(source))
             self._memo[key] = feats
         return self._memo[key]
 
@@ -146,11 +151,16 @@ class FeatureBank:
                 record[s.spec]["prompts"] = list(s.prompt_texts)
         return record
 
+    def resize_of(self, source: Source) -> str:
+        """How the photos are made square for a source: CLIP's own way (the central square: its shortest-side
+        resize and centre crop) for a CLIP source, else the run's mode."""
+        return CLIP_RESIZE if source.clip else self.resize
+
     def _computed(self, name: str, size: int, weights: str, view: str, kinds: tuple[str, ...], need: str,
-                  compute: Callable[[], tuple[torch.Tensor | None, ...]]) -> list[np.ndarray | None]:
-        """The outputs of one forward pass (one per kind), read from the cache when the kind `need` is
-        there, else computed and saved."""
-        paths = self._cache_files(name, size, weights, view, kinds)
+                  compute: Callable[[], tuple[torch.Tensor | None, ...]], mode: str) -> list[np.ndarray | None]:
+        """The outputs of one forward pass (one per kind) on the photos made square in `mode`, read from the
+        cache when the kind `need` is there, else computed and saved."""
+        paths = self._cache_files(name, size, weights, view, kinds, mode)
         if paths and paths[kinds.index(need)].is_file():
             arrays = [np.load(p) if p.is_file() else None for p in paths]
             if len(arrays[kinds.index(need)]) == len(self):
@@ -164,8 +174,9 @@ class FeatureBank:
                         np.save(f, array)
         return arrays
 
-    def _cache_files(self, name: str, size: int, weights: str, view: str, kinds: tuple[str, ...]) -> list[Path]:
-        pixels = self._pixels(size)
+    def _cache_files(self, name: str, size: int, weights: str, view: str, kinds: tuple[str, ...],
+                     mode: str) -> list[Path]:
+        pixels = self._pixels(size, mode)
         if self.cache_dir is None or not isinstance(pixels, np.memmap):
             return []  # photos held in memory have no stable identity
         # The photo itself and its flip keep the keys they had when the flip was the only view, so those

@@ -20,11 +20,11 @@ A plain state dict does not say which it is (the key names are the same), so its
 released fp16 weights, open_clip writes fp32. An fp32 copy of OpenAI's weights is read exactly by naming
 open_clip's config for them, `clip:ViT-B-32-quickgelu=PATH`.
 
-Preprocessing: the model's own input size (224 for ViT-B-32; CLIP's position embeddings fix it) and its
-mean/std, both recorded in the stage-2 manifest. Photos are resized as every other source's are (squashed to
-size x size by the image cache, pawcore/images.py), not by CLIP's shortest-side resize and centre crop: a
-crop would cut off the edges of a pet photographed in landscape or portrait, and one decode per (split,
-size) serves every source. The manifest records this too.
+Preprocessing: the model's own input size (224 for ViT-B-32; CLIP's position embeddings fix it), its
+mean/std and its geometry: the photo's central square (CLIP's shortest-side resize and centre crop), made
+size x size with the project's one resize (`resize_square(..., "crop")`, INTER_AREA where CLIP uses bicubic).
+All three are recorded in the stage-2 manifest. The other sources see the run's resize mode; a CLIP source
+sees what CLIP was trained on, at the cost of the photo's edges outside the central square.
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ from stage1_backbone.model import Preprocess
 
 log = logging.getLogger(__name__)
 
-RESIZE = "squash to size x size (INTER_AREA, the image cache's one resize); not CLIP's shortest side + centre crop"
+CLIP_RESIZE = "crop"  # pawcore.images resize mode: the central square, as CLIP's resize + centre crop
+RESIZE = "the central square (CLIP's shortest side + centre crop), made size x size with INTER_AREA"
 OPENAI, OPEN_CLIP = "openai", "open_clip"
 
 

@@ -91,9 +91,10 @@ def tiny_files(tiny_clip, tmp_path_factory) -> dict:
 
 
 def _direct(model: nn.Module, name: str, paths, size: int, prompts) -> tuple[np.ndarray, np.ndarray]:
-    """(image embeddings, prompt similarities) computed here with open_clip alone: photos decoded at the
-    model's size, CLIP's mean/std, encode_image / encode_text normalised, their dot products."""
-    x = torch.from_numpy(np.stack([load_rgb(p, size) for p in paths])).permute(0, 3, 1, 2).float() / 255
+    """(image embeddings, prompt similarities) computed here with open_clip alone: each photo's central square
+    (CLIP's geometry) at the model's size, CLIP's mean/std, encode_image / encode_text normalised, their dot
+    products."""
+    x = torch.from_numpy(np.stack([load_rgb(p, size, "crop") for p in paths])).permute(0, 3, 1, 2).float() / 255
     x = (x - torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         img = model.float().encode_image(x, normalize=True)
@@ -220,7 +221,7 @@ def test_prompt_features_share_the_image_pass_and_are_cached_per_prompt_list(tin
     record = manifest.frozen[f"clip:{tiny_clip}:prompts={path}"]
     assert record["prompts"] == list(DEFAULT_PROMPTS) and record["dim"] == 11 and record["size"] == 32
     assert record["format"] == "open_clip" and record["mean"] == pytest.approx(list(OPENAI_DATASET_MEAN))
-    assert "squash" in record["resize"]
+    assert "central square" in record["resize"]
     tuned_dim = Stage1Manifest.load(run_dir(run_copy, "default")).model["feature_dim"]
     assert manifest.n_features == tuned_dim + 32 + 11 == manifest.frozen[f"clip:{tiny_clip}={path}"]["dim"] + 11 + tuned_dim
     cached = sorted(p.name for p in (run_copy / "features").glob(f"clip-{tiny_clip}-*.npy"))
