@@ -80,7 +80,7 @@ def test_candidate_boxes_lie_inside_and_keep_min_crop():
     for w, h in ((640, 480), (480, 640), (1000, 250), (37, 91)):
         boxes = candidate_boxes(w, h, min_crop=0.5)
         aspects = {a for _, a in boxes}
-        assert len(boxes) >= 9  # a 3 x 3 grid at least (a panorama has only its own ratio)
+        assert len(boxes) >= 4  # a 2 x 2 grid at least (a panorama has only its own ratio)
         assert "same as photo" in aspects or (w, h) == (640, 480)  # 640x480 is 4:3: its boxes are named 4:3
         for (x0, y0, x1, y1), _ in boxes:
             assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
@@ -156,7 +156,7 @@ def test_no_crop_is_suggested_when_framing_cannot_help():
     photo = _photo_with_subject(400, 300, centre=(200, 150), radius=40)
     crops = [suggest_crop(SubjectScorer(noise=3.0, signal=False, seed=seed), photo) for seed in range(40)]
     optimistic = np.array([c.best_score - c.photo_score for c in crops])
-    assert optimistic.mean() > 2  # what reporting the favourite's own score would have claimed
+    assert optimistic.mean() > MIN_GAIN  # what reporting the favourite's own score would have claimed
     assert abs(np.mean([c.gain for c in crops])) < 1
     assert sum(c.suggested for c in crops) <= 2  # the rule's false alarms: rare (a 2.5% test)
     assert all(c.box == c.photo_box == (0, 0, 400, 300) for c in crops if not c.suggested)
