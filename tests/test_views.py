@@ -28,6 +28,7 @@ from stage1_backbone.manifest import Stage1Manifest
 from stage1_backbone.predict import embed_and_score, view_batch
 from stage1_backbone.train import train_backbone
 from stage2_svr.bank import FeatureBank
+from stage2_svr.sources import parse_source
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
 from stage2_svr.manifest import Stage2Manifest
@@ -55,10 +56,16 @@ def test_each_resize_mode_gives_the_same_pixels_at_fit_svr_infer_and_score(mode,
     held in memory (the crop search). One photo, the same pixels everywhere, in every mode."""
     photo_path = _landscape(tmp_path / "p.jpg")
     run = SimpleNamespace(resize=mode, fold_model=lambda k: None)  # the bank needs only the run's resize mode here
-    cached = FeatureBank(run, SplitImages([photo_path], tmp_path / "cache", "train"), None)._pixels(SIZE)
+    tuned = parse_source("tuned")
+
+    def bank_pixels(images):  # what the bank feeds a source: its pixels in the mode it gives that source
+        bank = FeatureBank(run, images, None)
+        return bank._pixels(SIZE, bank.resize_of(tuned))
+
+    cached = bank_pixels(SplitImages([photo_path], tmp_path / "cache", "train"))
     assert isinstance(cached, np.memmap) and (f"-{mode}-" in Path(cached.filename).name) == (mode != "squash")
     (photo,) = read_photos([photo_path])
-    scored = FeatureBank(run, PhotoImages([photo]), None)._pixels(SIZE)
+    scored = bank_pixels(PhotoImages([photo]))
     in_memory = ArrayImages([load_rgb(photo_path)]).pixels(SIZE, mode)
     np.testing.assert_array_equal(scored, cached)
     np.testing.assert_array_equal(in_memory, cached)
