@@ -53,9 +53,23 @@ def _span(lo: float, hi: float, side: int) -> slice:
     return slice(int(round(lo * side)), max(int(round(hi * side)), int(round(lo * side)) + 1))
 
 
+def _in_square(lo: float, hi: float, photo_side: int, other_side: int, mode: str) -> tuple[float, float]:
+    """A span [lo, hi) of one side of the photo (fractions) as fractions of that side of the model's square,
+    given how the square was made (pawcore.images.resize_square); empty (hi <= lo) where it is cut off."""
+    if mode == "crop" and photo_side > other_side:  # the square is the central other_side x other_side
+        start = (photo_side - other_side) / 2 / photo_side
+        return (max(0.0, (lo - start) * photo_side / other_side), min(1.0, (hi - start) * photo_side / other_side))
+    if mode == "pad" and photo_side < other_side:  # the photo is centred, shrunk along this side
+        start = (other_side - photo_side) / 2 / other_side
+        return start + lo * photo_side / other_side, start + hi * photo_side / other_side
+    return lo, hi
+
+
 class OccludedPhoto:
     """An `ImageSet`: the photo (index 0), then one copy per window with that window filled with `fill`,
-    at whatever size a model asks for (the window is cut from that size's own pixels)."""
+    at whatever size and resize mode a model asks for. Windows are fractions of the photo's sides, cut
+    from each model's own square where that part of the photo lies in it (nowhere, for a part that a
+    crop-mode square leaves out), so every model sees the same region greyed out."""
 
     def __init__(self, photo: Photo, boxes: Sequence[tuple[float, float, float, float]]):
         self.photo, self.boxes = photo, list(boxes)
@@ -65,11 +79,12 @@ class OccludedPhoto:
         return 1 + len(self.boxes)
 
     def pixels(self, size: int, resize: str = "squash") -> np.ndarray:
-        # In pad and crop modes the windows tile the model's square, borders included, so the map is
-        # exact there but lies slightly off the photo where the square is not the whole photo.
+        w, h = self.photo.width, self.photo.height
         out = np.repeat(self.photo.rgb(size, resize)[None], len(self), axis=0)
         for i, (y0, x0, y1, x1) in enumerate(self.boxes, start=1):
-            out[i, _span(y0, y1, size), _span(x0, x1, size)] = self.fill
+            (sy0, sy1), (sx0, sx1) = _in_square(y0, y1, h, w, resize), _in_square(x0, x1, w, h, resize)
+            if sy1 > sy0 and sx1 > sx0:
+                out[i, _span(sy0, sy1, size), _span(sx0, sx1, size)] = self.fill
         return out
 
 

@@ -116,8 +116,8 @@ class Ensemble:
         return {name: scores.mean(axis=0) for name, scores in self.heads_by_fold(images, meta).items()}
 
     def heads_by_fold(self, images: ImageSet, meta: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Every head's scores fold by fold: {head name: (folds, N)}. The runs of an ensemble share their
-        folds (infer checks it), so row k is fold k's model in every run."""
+        """Every head's scores fold by fold: {head name: (folds, N)}, rows in each run's finished-fold order.
+        Runs of an ensemble share their folds.csv; `fold_scores` also needs the same finished folds."""
         out = {}
         for run, predictor in self.predictors.items():
             for kind, pred in predictor.heads_by_fold(images, meta, self.spec.tta).items():
@@ -128,6 +128,12 @@ class Ensemble:
         """(folds, N): what each fold's models alone give the images, the heads weighted as in `score`
         but not clipped; `final` turns them into the ensemble's score. Used where the folds must be told
         apart: a crop chosen by some folds is judged by the others (advice.crop)."""
+        if len({tuple(p.folds) for p in self.predictors.values()}) > 1:  # infer --allow-partial allows it
+            raise ArtifactError("The runs of this ensemble have different finished folds ("
+                                + "; ".join(f"{r}: {p.folds}" for r, p in self.predictors.items())
+                                + "), so their scores cannot be paired fold by fold, which the crop advice and "
+                                  "the heatmap need. Finish the missing folds (train-backbone, fit-svr, infer), "
+                                  "or score with one run.")
         by_fold = self.heads_by_fold(images)
         return sum(self.spec.weights[name] * by_fold[name] for name in sorted(self.spec.weights))
 

@@ -11,7 +11,8 @@ the key made of the weights' SHA-256, the view and the image cache's own name (s
 source files), so a re-trained checkpoint, other weights, another view or resize mode or changed photos
 never read a stale file. A CLIP source's prompt similarities are computed from its cached image embedding
 and keyed by the prompts as well. Every source, frozen ones included, sees the photos made square in the
-run's resize mode (stage 1's saved config), so one photo is the same pixels in every source and stage. Frozen
+run's resize mode (stage 1's saved config), so one photo is the same pixels in every source and stage;
+CLIP sources alone see the photo's central square, as CLIP was trained (`resize_of`). Frozen
 features do not depend on the run otherwise: runs with the same resize mode share them. A fold's matrix is the chosen
 sources side by side, in the recorded order, then the metadata flags when the head uses them.
 """

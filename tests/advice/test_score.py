@@ -262,3 +262,25 @@ def test_heatmap_scores_exactly_the_pixels_of_every_size(advice_run, tiny_data, 
         heat = occlusion_map(ensemble, photo, window=1 / 2, stride=1 / 2)
         assert heat.unoccluded == pytest.approx(scores.score, abs=1e-4)
         assert np.abs(heat.values).max() > 0
+
+
+def test_occlusion_windows_cover_the_same_part_of_the_photo_in_every_resize_mode():
+    """Catches windows laid on each model's square as if it were the whole photo: in crop mode (every CLIP
+    source) the square is the photo's central part, in pad mode it has borders, so a window would grey
+    different parts of the photo for different models and the map would mix them."""
+    from advice.heatmap import OccludedPhoto
+
+    rng = np.random.default_rng(0)
+    ok, png = cv2.imencode(".png", rng.integers(0, 256, (200, 400, 3), dtype=np.uint8))
+    photo = open_photo("wide.png", png.tobytes())  # 400 x 200: the crop-mode square is x in [100, 300)
+    left, second = (0.0, 0.0, 1.0, 0.25), (0.0, 0.25, 1.0, 0.5)  # (y0, x0, y1, x1) fractions of the photo
+    crop = OccludedPhoto(photo, [left, second]).pixels(64, "crop")
+    np.testing.assert_array_equal(crop[0], photo.rgb(64, "crop"))
+    np.testing.assert_array_equal(crop[1], crop[0])  # the left quarter is not in the square at all
+    changed = np.any(crop[2] != crop[0], axis=(0, 2))  # columns of the square that the window greyed
+    assert changed[:30].all() and not changed[34:].any()  # photo x in [100, 200) = the square's left half
+    pad = OccludedPhoto(photo, [left]).pixels(64, "pad")  # the photo fills rows 16..47, black above and below
+    rows = np.any(pad[1] != pad[0], axis=(1, 2))
+    cols = np.any(pad[1] != pad[0], axis=(0, 2))
+    assert rows[17:47].all() and not rows[:16].any() and not rows[48:].any()
+    assert cols[:15].all() and not cols[17:].any()
