@@ -58,13 +58,19 @@ def _open_clip():
     return open_clip
 
 
-def check_name(name: str, text: str) -> None:
-    """ConfigError unless `name` is an open_clip model (its architecture, tokenizer and input size)."""
+def check_name(name: str, text: str, prompts: bool = False) -> None:
+    """ConfigError unless `name` is an open_clip model (its architecture, tokenizer and input size), and,
+    for prompt features, one whose tokenizer ships with open_clip (a Hugging Face one would be downloaded)."""
     open_clip = _open_clip()
     if name not in open_clip.list_models():
         close = [m for m in open_clip.list_models() if name.split("-")[0].lower() in m.lower()][:8]
         raise ConfigError(f"--features item {text!r}: {name!r} is not an open_clip model (similar: {close}). "
                           f"OpenAI's CLIP ViT-B/32 is 'ViT-B-32'.")
+    hf_tokenizer = open_clip.get_model_config(name).get("text_cfg", {}).get("hf_tokenizer_name")
+    if prompts and hf_tokenizer:
+        raise ConfigError(f"--features item {text!r}: {name}'s text tokenizer is Hugging Face's {hf_tokenizer!r}, "
+                          f"which would be downloaded, and nothing is downloaded at run time. Use its image "
+                          f"embedding (clip:{name}=PATH) or a model with open_clip's own tokenizer (e.g. ViT-B-32).")
 
 
 def how_to_bring(name: str) -> str:

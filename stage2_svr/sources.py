@@ -112,7 +112,7 @@ def _parse_clip(text: str, head: str, path: str) -> Source:
                           f"embedding) or clip:{m['name']}:prompts=PATH (similarities to text prompts).")
     from .clip import check_name  # open_clip: only imported when a CLIP source is named
 
-    check_name(m["name"], text)
+    check_name(m["name"], text, prompts=m["kind"] == "prompts")
     return Source(CLIP + m["name"], path=path, prompts=m["kind"] == "prompts")
 
 

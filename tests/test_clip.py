@@ -24,12 +24,10 @@ from pawcore.errors import ArtifactError, ConfigError
 from pawcore.images import SplitImages, load_rgb
 from pawcore.run import run_dir
 from stage1_backbone.manifest import Stage1Manifest
-from stage2_svr import bank as bank_module
 from stage2_svr.bank import FeatureBank
 from stage2_svr.clip import file_format
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
-from stage2_svr.frozen import frozen_step
 from stage2_svr.manifest import Stage2Manifest
 from stage2_svr.frozen import load_frozen
 from stage2_svr.sources import (DEFAULT_PROMPTS, check_available, parse_source, parse_sources, read_prompts,
@@ -109,28 +107,14 @@ def _reference_model(fmt: str, path, name: str) -> nn.Module:
     return open_clip.create_model(name, pretrained=str(path)).eval()
 
 
-@pytest.fixture
-def count_passes(monkeypatch):
-    """The number of images of each frozen model's pass (fine-tuned passes are not counted)."""
-    calls = []
-    real = bank_module.forward_batches
-
-    def counting(model, step, pixels, *args, **kwargs):
-        if step is frozen_step:
-            calls.append(len(pixels))
-        return real(model, step, pixels, *args, **kwargs)
-
-    monkeypatch.setattr(bank_module, "forward_batches", counting)
-    return calls
-
-
 # ------------------------------------------------------------------ names, prompts, formats
 
 
 def test_clip_source_specs_parse_and_refuse_what_cannot_work(tiny_files):
     """Catches: a CLIP spec that does not round-trip (the manifest would name another source), frozen-size
     resizing a CLIP (its position embeddings fix its size), :logits accepted for a model without classes, an
-    unknown architecture accepted, and a missing weights file that does not say how to bring it."""
+    unknown architecture accepted, prompts for a model whose tokenizer would be downloaded from the Hugging
+    Face hub, and a missing weights file that does not say how to bring it."""
     path = tiny_files["open_clip"]
     for text in (f"clip:ViT-B-32={path}", f"clip:ViT-B-32:prompts={path}"):
         assert parse_source(text).spec == text
@@ -140,7 +124,8 @@ def test_clip_source_specs_parse_and_refuse_what_cannot_work(tiny_files):
     sized = parse_sources(f"tf_efficientnet_lite0,clip:ViT-B-32={path}", frozen_size=160)
     assert [s.size for s in sized] == [160, None]
     for bad, message in ((f"clip:ViT-B-32@160={path}", "drop @160"), (f"clip:ViT-B-32:logits={path}", "no class logits"),
-                         (f"clip:NoSuchNet-1={path}", "not an open_clip model")):
+                         (f"clip:NoSuchNet-1={path}", "not an open_clip model"),
+                         (f"clip:nllb-clip-base:prompts={path}", "would be downloaded")):
         with pytest.raises(ConfigError, match=message):
             parse_source(bad)
     with pytest.raises(ConfigError, match=r"needs its weights file.*Nothing is downloaded.*openai-clip"):
