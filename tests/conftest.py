@@ -49,3 +49,22 @@ def run_copy(tiny_run, tmp_path) -> Path:
     dst = tmp_path / "artifacts"
     shutil.copytree(tiny_run, dst)
     return dst
+
+
+@pytest.fixture
+def count_passes(monkeypatch):
+    """The number of images of each frozen model's pass through the feature bank (fine-tuned passes are
+    not counted)."""
+    from stage2_svr import bank as bank_module
+    from stage2_svr.frozen import frozen_step
+
+    calls = []
+    real = bank_module.forward_batches
+
+    def counting(model, step, pixels, *args, **kwargs):
+        if step is frozen_step:
+            calls.append(len(pixels))
+        return real(model, step, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(bank_module, "forward_batches", counting)
+    return calls

@@ -16,10 +16,8 @@ from pawcore.data import read_split
 from pawcore.errors import ArtifactError, ConfigError
 from pawcore.images import SplitImages, load_rgb
 from pawcore.run import run_dir
-from stage2_svr import bank as bank_module
 from stage2_svr.config import SVRConfig
 from stage2_svr.fit import fit_svr
-from stage2_svr.frozen import frozen_step
 from stage2_svr.head import Prep, SVRParams
 from stage2_svr.manifest import Stage2Manifest
 from stage2_svr.selection import Space, forward_select
@@ -136,21 +134,6 @@ def _features_by_hand(weights_file, paths, size: int = 48) -> np.ndarray:
     x = (x - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
     with torch.no_grad():
         return model.eval().forward_head(model.forward_features(x), pre_logits=True).numpy()
-
-
-@pytest.fixture
-def count_passes(monkeypatch):
-    """The number of images of each frozen model's pass (fine-tuned passes are not counted)."""
-    calls = []
-    real = bank_module.forward_batches
-
-    def counting(model, step, pixels, *args, **kwargs):
-        if step is frozen_step:
-            calls.append(len(pixels))
-        return real(model, step, pixels, *args, **kwargs)
-
-    monkeypatch.setattr(bank_module, "forward_batches", counting)
-    return calls
 
 
 def test_frozen_features_are_computed_once_for_all_folds_and_runs(run_copy, frozen_file, count_passes):
