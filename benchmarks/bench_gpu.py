@@ -15,6 +15,8 @@ Parts (each needs a CUDA GPU except svr and decode):
   svr        benchmarks/bench_svr.py (sklearn vs sklearnex on all cores, and cuML when importable)
   decode     the image-cache build (all cores) vs a plain PIL loop, 9,912 competition-sized JPEGs
   speed      stage 1 at competition settings on those 9,912 photos: images/s and s/epoch
+  ingredients  stage 1 with --ema and --accumulate on vs off (convnext_base, 384 px, batch 32): images/s,
+             each a ratio to the plain loop timed before and after it in the same run
   e2e        `pipeline.py demo` and the README's oxford commands, wall time on the GPU
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import datetime as dt
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -35,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 PY = sys.executable
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/bench"))
 
-from common import BACKBONE, bare_train, bf16_autocast, new_model, quiet_lightning, quiet_trainer  # noqa: E402
+from common import BACKBONE, _sync, bare_train, bf16_autocast, new_model, quiet_lightning, quiet_trainer  # noqa: E402
 from common import part_train as train_rates  # noqa: E402
 
 
@@ -193,6 +196,60 @@ def part_speed(steps: int = 40) -> list[dict]:
     return out
 
 
+# (label, train-backbone settings): the plain loop first and last, so drift during the run shows.
+INGREDIENT_RUNS = [("plain", {}), ("ema 0.999", {"ema": 0.999}), ("accumulate 4", {"accumulate": 4}),
+                   ("ema 0.999 + accumulate 4", {"ema": 0.999, "accumulate": 4}), ("plain", {})]
+
+
+def part_ingredients(steps: int = 40, device: str = "cuda", backbone: str = "convnext_base", size: int = 384,
+                     batch: int = 32, warmup: int = 10) -> list[dict]:
+    """Stage 1's loaders and Lightning loop with --ema / --accumulate on vs off; random pixels and weights
+    (speed only). The EMA callback and the accumulation come from the same config and helpers as training."""
+    import numpy as np
+    import pytorch_lightning as pl
+    import torch
+
+    from stage1_backbone.config import TrainConfig
+    from stage1_backbone.lit import LitPawpularity
+    from stage1_backbone.train import _averaging, fold_loaders
+
+    quiet_lightning()
+    n = batch * (steps + 2)
+    work_file = WORK / f"ingredients-{size}.npy"
+    work_file.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.save(work_file, rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8))
+    pixels, targets, rows = np.load(work_file, mmap_mode="r"), rng.uniform(1, 100, n).astype(np.float32), np.arange(n)
+    out = []
+    for label, extra in INGREDIENT_RUNS:
+        cfg = TrainConfig(batch_size=batch, img_size=size, **extra)
+        model = new_model(device, "none", backbone)
+        train_loader, _ = fold_loaders(cfg, pixels, rows, rows[:batch], targets, None, seed=0)
+        lit = LitPawpularity(model, 3e-5, 1e-2, 0)
+        stamps: list[float] = []
+
+        class Clock(pl.Callback):
+            def on_train_batch_end(self, *a):
+                _sync(device)
+                stamps.append(time.perf_counter())
+
+        trainer = quiet_trainer(device, Clock(), *_averaging(cfg), max_epochs=1, limit_train_batches=steps,
+                                accumulate_grad_batches=cfg.accumulate)
+        trainer.fit(lit, train_loader)
+        timed = stamps[warmup:]  # every batch counts, optimizer step or not: images/s of the whole loop
+        out.append({"row": "ingredients", "variant": label, "backbone": backbone, "size": size, "batch": batch,
+                    "img_s": (len(timed) - 1) * batch / (timed[-1] - timed[0]),
+                    "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0})
+        del model, lit, trainer
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+    plain = statistics.mean(r["img_s"] for r in out if r["variant"] == "plain")
+    for r in out:
+        r["ratio"] = r["img_s"] / plain
+    return out
+
+
 def part_e2e(oxford: str = "") -> list[dict]:
     from run_all import timed_command
 
@@ -218,7 +275,8 @@ def part_e2e(oxford: str = "") -> list[dict]:
 
 
 PARTS = {"embed": part_embed, "train": part_train, "precision": part_precision, "svr": part_svr,
-         "decode": part_decode, "speed": part_speed, "e2e": part_e2e}
+         "decode": part_decode, "speed": part_speed,
+         "ingredients": part_ingredients, "e2e": part_e2e}
 
 
 def report(files: list[str]) -> str:
@@ -271,6 +329,12 @@ def report(files: list[str]) -> str:
                 f"photos; peak GPU memory {r['peak_gpu_gb']:.1f} GiB",
                 f"(decode to {r['size']} px: " + (f"{r['decode_s']:.0f} s, once)" if r["decode_s"] >= 1
                                                   else "cache hit)"), "", "plan a real run")
+        elif r["row"] == "ingredients" and r["variant"] != "plain":
+            plain = [p["img_s"] for p in rows if p["row"] == "ingredients" and p["variant"] == "plain"]
+            add(f"stage 1 with {r['variant']}: {r['backbone']} {r['size']} px, batch {r['batch']}, bf16-mixed",
+                f"{r['img_s']:.0f} img/s; peak GPU memory {r['peak_gpu_gb']:.1f} GiB",
+                "plain loop " + " and ".join(f"{v:.0f}" for v in plain) + " img/s (before, after)",
+                f"{r['ratio']:.2f}x", "")
         elif r["row"] == "e2e":
             oof = re.findall(r"overall\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", r.get("infer_stdout", ""))
             test = re.search(r"test RMSE ([\d.]+)", r.get("score", ""))

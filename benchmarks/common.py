@@ -42,7 +42,7 @@ def new_model(device: str, pretrained: str, backbone: str = BACKBONE):
     return model
 
 
-def quiet_trainer(device: str, callback, **kwargs):
+def quiet_trainer(device: str, *callbacks, **kwargs):
     """A Lightning Trainer that only trains and times (no logger, checkpoints, bars or validation)."""
     import pytorch_lightning as pl
 
@@ -50,7 +50,7 @@ def quiet_trainer(device: str, callback, **kwargs):
         {"accelerator": "cpu"}
     return pl.Trainer(**hardware, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                      callbacks=[callback], **kwargs)
+                      callbacks=list(callbacks), **kwargs)
 
 
 def bare_train(model, x, y, batch: int, steps: int, bf16: bool = False, warmup: int = 0) -> float:
