@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 PY = sys.executable
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/bench"))
 
-from common import BACKBONE, _sync, bare_train, bf16_autocast, new_model, quiet_lightning, quiet_trainer  # noqa: E402
+from common import BACKBONE, bare_train, bf16_autocast, clock, new_model, quiet_lightning, quiet_trainer  # noqa: E402
 from common import part_train as train_rates  # noqa: E402
 
 
@@ -153,7 +153,6 @@ def part_decode() -> list[dict]:
 def part_speed(steps: int = 40) -> list[dict]:
     """Stage 1's own loaders and Lightning loop at competition settings; random weights (speed only)."""
     import numpy as np
-    import pytorch_lightning as pl
     import torch
 
     from pawcore.images import cached_images
@@ -176,16 +175,10 @@ def part_speed(steps: int = 40) -> list[dict]:
         model = new_model("cuda", "none", backbone)
         train_loader, _ = fold_loaders(cfg, pixels, np.arange(n_train), np.arange(batch), targets, None, seed=0)
         lit = LitPawpularity(model, 3e-5, 1e-2, 0)
-        stamps: list[float] = []
-
-        class Clock(pl.Callback):
-            def on_train_batch_end(self, *a):
-                torch.cuda.synchronize()
-                stamps.append(time.perf_counter())
-
-        trainer = quiet_trainer("cuda", Clock(), max_epochs=1, limit_train_batches=steps)
+        timer = clock("cuda", "on_train_batch_end")
+        trainer = quiet_trainer("cuda", timer, max_epochs=1, limit_train_batches=steps)
         trainer.fit(lit, train_loader)
-        timed = stamps[10:]  # after 10 warm-up steps (autotune, workers)
+        timed = timer.stamps[10:]  # after 10 warm-up steps (autotune, workers)
         rate = (len(timed) - 1) * batch / (timed[-1] - timed[0])
         out.append({"row": "speed", "backbone": backbone, "size": size, "batch": batch, "img_s": rate,
                     "epoch_s": n_train / rate, "n_train": n_train, "decode_s": decode_s,
@@ -206,7 +199,6 @@ def part_ingredients(steps: int = 40, device: str = "cuda", backbone: str = "con
     """Stage 1's loaders and Lightning loop with --ema / --accumulate on vs off; random pixels and weights
     (speed only). The EMA callback and the accumulation come from the same config and helpers as training."""
     import numpy as np
-    import pytorch_lightning as pl
     import torch
 
     from stage1_backbone.config import TrainConfig
@@ -226,17 +218,11 @@ def part_ingredients(steps: int = 40, device: str = "cuda", backbone: str = "con
         model = new_model(device, "none", backbone)
         train_loader, _ = fold_loaders(cfg, pixels, rows, rows[:batch], targets, None, seed=0)
         lit = LitPawpularity(model, 3e-5, 1e-2, 0)
-        stamps: list[float] = []
-
-        class Clock(pl.Callback):
-            def on_train_batch_end(self, *a):
-                _sync(device)
-                stamps.append(time.perf_counter())
-
-        trainer = quiet_trainer(device, Clock(), *_averaging(cfg), max_epochs=1, limit_train_batches=steps,
+        timer = clock(device, "on_train_batch_end")
+        trainer = quiet_trainer(device, timer, *_averaging(cfg), max_epochs=1, limit_train_batches=steps,
                                 accumulate_grad_batches=cfg.accumulate)
         trainer.fit(lit, train_loader)
-        timed = stamps[warmup:]  # every batch counts, optimizer step or not: images/s of the whole loop
+        timed = timer.stamps[warmup:]  # every batch counts, optimizer step or not: images/s of the whole loop
         out.append({"row": "ingredients", "variant": label, "backbone": backbone, "size": size, "batch": batch,
                     "img_s": (len(timed) - 1) * batch / (timed[-1] - timed[0]),
                     "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0})

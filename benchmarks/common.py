@@ -53,6 +53,22 @@ def quiet_trainer(device: str, *callbacks, **kwargs):
                       callbacks=list(callbacks), **kwargs)
 
 
+def clock(device: str, *hooks: str):
+    """A Lightning callback whose `stamps` list gets the time (after the device has finished its work) at each
+    of the named hooks, e.g. "on_train_batch_end"."""
+    import pytorch_lightning as pl
+
+    stamps: list[float] = []
+
+    def stamp(*_) -> None:
+        _sync(device)
+        stamps.append(time.perf_counter())
+
+    callback = type("Clock", (pl.Callback,), dict.fromkeys(hooks, stamp))()
+    callback.stamps = stamps
+    return callback
+
+
 def bare_train(model, x, y, batch: int, steps: int, bf16: bool = False, warmup: int = 0) -> float:
     """Images/s of `steps` optimizer steps on tensors already on the model's device (after `warmup` steps)."""
     import torch
@@ -89,7 +105,6 @@ def part_train(work_file: Path, n: int, size: int, batch: int, workers: list[int
     reads its image cache.
     """
     import numpy as np
-    import pytorch_lightning as pl
     import torch
 
     from stage1_backbone.config import TrainConfig
@@ -110,19 +125,9 @@ def part_train(work_file: Path, n: int, size: int, batch: int, workers: list[int
         model = new_model(device, pretrained)
         train_loader, _ = fold_loaders(cfg, cached, rows, rows[:batch], targets, None, seed=0)
         lit = LitPawpularity(model, 3e-4, 1e-2, 0)
-        times: list[float] = []
-
-        class Clock(pl.Callback):
-            def on_train_epoch_start(self, *a):
-                _sync(device)
-                times.append(time.perf_counter())
-
-            def on_train_epoch_end(self, *a):
-                _sync(device)
-                times.append(time.perf_counter())
-
-        quiet_trainer(device, Clock(), max_epochs=epochs).fit(lit, train_loader)
-        return len(train_loader) * batch / (times[-1] - times[-2])
+        timer = clock(device, "on_train_epoch_start", "on_train_epoch_end")
+        quiet_trainer(device, timer, max_epochs=epochs).fit(lit, train_loader)
+        return len(train_loader) * batch / (timer.stamps[-1] - timer.stamps[-2])
 
     def bare_epoch() -> float:
         model = new_model(device, pretrained).to(device).train()
