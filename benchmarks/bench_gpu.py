@@ -150,6 +150,22 @@ def part_decode() -> list[dict]:
              "ratio": proj["images_per_s"] / pil["images_per_s"], "cores": os.cpu_count()}]
 
 
+def lightning_rate(cfg, device: str, backbone: str, pixels, rows, targets, steps: int, warmup: int = 10) -> float:
+    """Images/s of stage 1's loaders and Lightning loop (random weights) over `steps` batches, after `warmup`
+    (autotune, workers). The EMA callback and the accumulation come from cfg, through training's own helpers;
+    every batch counts, optimizer step or not."""
+    from stage1_backbone.lit import LitPawpularity
+    from stage1_backbone.train import fold_loaders, weight_averaging
+
+    train_loader, _ = fold_loaders(cfg, pixels, rows, rows[:cfg.batch_size], targets, None, seed=0)
+    lit = LitPawpularity(new_model(device, "none", backbone), 3e-5, 1e-2, 0)
+    timer = clock(device, "on_train_batch_end")
+    quiet_trainer(device, timer, *weight_averaging(cfg), max_epochs=1, limit_train_batches=steps,
+                  accumulate_grad_batches=cfg.accumulate).fit(lit, train_loader)
+    timed = timer.stamps[warmup:]
+    return (len(timed) - 1) * cfg.batch_size / (timed[-1] - timed[0])
+
+
 def part_speed(steps: int = 40) -> list[dict]:
     """Stage 1's own loaders and Lightning loop at competition settings; random weights (speed only)."""
     import numpy as np
@@ -157,8 +173,6 @@ def part_speed(steps: int = 40) -> list[dict]:
 
     from pawcore.images import cached_images
     from stage1_backbone.config import TrainConfig
-    from stage1_backbone.lit import LitPawpularity
-    from stage1_backbone.train import fold_loaders
 
     quiet_lightning()
     paths = _competition_jpegs()
@@ -171,19 +185,11 @@ def part_speed(steps: int = 40) -> list[dict]:
         pixels = cached_images(paths, size, WORK / "cache", "speed")
         decode_s = time.perf_counter() - t0
         targets = np.random.default_rng(0).uniform(1, 100, n).astype(np.float32)
-        cfg = TrainConfig(batch_size=batch, img_size=size)
-        model = new_model("cuda", "none", backbone)
-        train_loader, _ = fold_loaders(cfg, pixels, np.arange(n_train), np.arange(batch), targets, None, seed=0)
-        lit = LitPawpularity(model, 3e-5, 1e-2, 0)
-        timer = clock("cuda", "on_train_batch_end")
-        trainer = quiet_trainer("cuda", timer, max_epochs=1, limit_train_batches=steps)
-        trainer.fit(lit, train_loader)
-        timed = timer.stamps[10:]  # after 10 warm-up steps (autotune, workers)
-        rate = (len(timed) - 1) * batch / (timed[-1] - timed[0])
+        rate = lightning_rate(TrainConfig(batch_size=batch, img_size=size), "cuda", backbone, pixels,
+                              np.arange(n_train), targets, steps)
         out.append({"row": "speed", "backbone": backbone, "size": size, "batch": batch, "img_s": rate,
                     "epoch_s": n_train / rate, "n_train": n_train, "decode_s": decode_s,
                     "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30})
-        del model, lit, trainer
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     return out
@@ -197,13 +203,11 @@ INGREDIENT_RUNS = [("plain", {}), ("ema 0.999", {"ema": 0.999}), ("accumulate 4"
 def part_ingredients(steps: int = 40, device: str = "cuda", backbone: str = "convnext_base", size: int = 384,
                      batch: int = 32, warmup: int = 10) -> list[dict]:
     """Stage 1's loaders and Lightning loop with --ema / --accumulate on vs off; random pixels and weights
-    (speed only). The EMA callback and the accumulation come from the same config and helpers as training."""
+    (speed only)."""
     import numpy as np
     import torch
 
     from stage1_backbone.config import TrainConfig
-    from stage1_backbone.lit import LitPawpularity
-    from stage1_backbone.train import _averaging, fold_loaders
 
     quiet_lightning()
     n = batch * (steps + 2)
@@ -214,19 +218,10 @@ def part_ingredients(steps: int = 40, device: str = "cuda", backbone: str = "con
     pixels, targets, rows = np.load(work_file, mmap_mode="r"), rng.uniform(1, 100, n).astype(np.float32), np.arange(n)
     out = []
     for label, extra in INGREDIENT_RUNS:
-        cfg = TrainConfig(batch_size=batch, img_size=size, **extra)
-        model = new_model(device, "none", backbone)
-        train_loader, _ = fold_loaders(cfg, pixels, rows, rows[:batch], targets, None, seed=0)
-        lit = LitPawpularity(model, 3e-5, 1e-2, 0)
-        timer = clock(device, "on_train_batch_end")
-        trainer = quiet_trainer(device, timer, *_averaging(cfg), max_epochs=1, limit_train_batches=steps,
-                                accumulate_grad_batches=cfg.accumulate)
-        trainer.fit(lit, train_loader)
-        timed = timer.stamps[warmup:]  # every batch counts, optimizer step or not: images/s of the whole loop
+        rate = lightning_rate(TrainConfig(batch_size=batch, img_size=size, **extra), device, backbone, pixels,
+                              rows, targets, steps, warmup)
         out.append({"row": "ingredients", "variant": label, "backbone": backbone, "size": size, "batch": batch,
-                    "img_s": (len(timed) - 1) * batch / (timed[-1] - timed[0]),
-                    "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0})
-        del model, lit, trainer
+                    "img_s": rate, "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0})
         if device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()

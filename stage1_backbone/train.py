@@ -226,7 +226,7 @@ def _trainer(cfg: TrainConfig, run: RunDir, k: int, n_batches: int) -> tuple[pl.
     trainer = pl.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.strategy, precision=_precision(cfg), deterministic=not torch.cuda.is_available(),
-        accumulate_grad_batches=cfg.accumulate, callbacks=[*_averaging(cfg), best, last, *stopping, EpochSummary(k)],
+        accumulate_grad_batches=cfg.accumulate, callbacks=[*weight_averaging(cfg), best, last, *stopping, EpochSummary(k)],
         logger=fold_loggers(cfg.logger, fold_dir, cfg.run, k), num_sanity_val_steps=0,
         enable_progress_bar=interactive(), enable_model_summary=False,
         log_every_n_steps=max(1, min(50, n_batches)),
@@ -234,7 +234,7 @@ def _trainer(cfg: TrainConfig, run: RunDir, k: int, n_batches: int) -> tuple[pl.
     return trainer, best
 
 
-def _averaging(cfg: TrainConfig) -> list[pl.Callback]:
+def weight_averaging(cfg: TrainConfig) -> list[pl.Callback]:
     """--ema: Lightning's EMA of the weights, updated after every optimizer step. It swaps the average in
     for validation (so the epoch choice and early stopping judge it), writes it as the checkpoints'
     state_dict (the raw weights and the average both, so a resumed fold restores both) and copies it into
