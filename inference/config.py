@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pawcore.config import DataOptions, DeviceOptions, LoaderOptions, RunSettings, check_option, option, override
-from pawcore.views import tta_value
+from pawcore.views import TTA, tta_value
 
 
 def infer_tta_value(text: str) -> str | None:
@@ -44,7 +44,7 @@ class InferConfig(LoaderOptions, DeviceOptions, RunSettings):
                                "in a Kaggle notebook.")
     tta: str = option("run", "Test-time views every head averages over, besides the photo itself: run = the views "
                       "the run was trained with (train-backbone --tta, which its OOF and so --blend auto used), "
-                      "none, or comma-separated from flip, zoom, crops. --tta alone means flip.",
+                      f"none, or comma-separated from {', '.join(TTA)}. --tta alone means flip.",
                       check=infer_tta_value, metavar="VIEWS", bare="flip")
     out: str = option("", "Submission path (default: <artifacts-dir>/<run>/submission.csv; several runs: "
                       "<artifacts-dir>/ensembles/<run1+run2>/submission.csv); report, plots and ensemble.json go "

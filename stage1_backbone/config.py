@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pawcore.config import DataOptions, RunSettings, in_range, option, override
-from pawcore.views import RESIZE_MODES, parse_tta, tta_value
+from pawcore.views import RESIZE_MODES, TTA, parse_tta, tta_value
 
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
@@ -85,8 +85,8 @@ class TrainConfig(RunSettings):
                              "of --batch-size x N); the LR schedule counts optimizer steps.", check=in_range(1),
                              group="training", metavar="N")
     tta: str = option("", "Test-time views every head of this run averages over, besides the photo itself: "
-                      "none, or comma-separated from flip, zoom (central 7/8), crops (4 corners of 7/8). Used "
-                      "for the OOF of both heads (fit-svr) and by infer/score/serve (their --tta run).",
+                      f"none, or comma-separated from {', '.join(TTA)} (zoom: the central 7/8; crops: the 4 corners of 7/8). "
+                      "Used for the OOF of both heads (fit-svr) and by infer/score/serve (their --tta run).",
                       check=tta_value, group="model", metavar="VIEWS")
     resize: str = option("squash", "How a photo becomes a square: squash (stretch the whole photo), pad (keep "
                          "the aspect ratio, black borders) or crop (the central square). Used by every later "
